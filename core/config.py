@@ -1,0 +1,49 @@
+"""Frozen defaults for the state machines (no file or environment I/O here).
+
+Drivers build a :class:`SchedulerConfig` / :class:`WorkerConfig` (perhaps from
+user options) and hand it to the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    #: a task whose workers died this many times errs with KilledWorker
+    allowed_failures: int = 3
+    #: a worker silent this long (seconds) is removed
+    worker_ttl: float = 60.0
+    #: expected duration of a task whose prefix has never run (seconds)
+    unknown_task_duration: float = 0.5
+    #: assumed network bandwidth for placement cost (bytes/second)
+    bandwidth: float = 100e6
+    #: root tasks wait on the scheduler once each worker has
+    #: ``ceil(nthreads * worker_saturation)`` tasks and at least
+    #: ``pipeline_seconds`` of expected work per thread; ``inf`` disables queuing
+    worker_saturation: float = 2.0
+    pipeline_seconds: float = 0.05
+    #: never more than this many tasks per thread on one worker from the queue
+    max_tasks_per_thread: int = 256
+    #: work stealing: how often to look for imbalance (seconds; 0 disables)
+    steal_interval: float = 0.1
+    #: steal a task only if moving its inputs costs less than this
+    #: multiple of its expected duration
+    steal_cost_ratio: float = 2.0
+    #: results at most this large ride back to the client with the completion
+    inline_result_limit: int = 64 * 1024
+    #: keep this many transitions per key in the story log (0 = off)
+    story_length: int = 0
+    #: weight of the newest sample in the per-prefix duration average
+    duration_smoothing: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    #: how many peers we fetch from at once
+    transfer_incoming_count_limit: int = 4
+    #: how many bytes one gather from one peer may ask for (at least one key)
+    transfer_message_bytes_limit: int = 50_000_000
+    #: keep this many transitions per key in the story log (0 = off)
+    story_length: int = 0

@@ -1,0 +1,610 @@
+"""The message vocabulary: every event into and output out of the state machines.
+
+Rules:
+
+* Every message is a frozen, slotted dataclass defined here, once, and
+  registered under its class name (its ``op``).
+* Every message carries ``now`` (seconds, the sender's clock at emission; a
+  driver re-stamps it with the receiver's clock on delivery, see
+  :func:`restamp`) and ``stimulus_id`` (what caused it, for tracing).
+* Fields hold only msgpack-able values: ``str``, ``int``, ``float``, ``bool``,
+  ``None``, ``bytes``, tuples (never lists), dicts, and the nested records
+  below (:class:`TaskSpec`, :class:`TaskError`).  :func:`dumps` and
+  :func:`loads` round-trip every message exactly.
+* User functions, arguments and results are opaque bytes, with a size and a
+  type name: the machines never unpickle them.
+
+Messages flow scheduler -> worker (``worker`` field names the destination),
+scheduler -> client (``client`` field), worker -> scheduler (``worker`` field
+names the sender), worker -> its own driver, and driver -> machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+Key = str
+
+#: op name -> class, for decoding.
+REGISTRY: dict[str, type] = {}
+
+
+def _register(cls: type) -> type:
+    cls.op = cls.__name__
+    cls._field_names = tuple(f.name for f in fields(cls))
+    REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def message(cls: type) -> type:
+    """Decorator: a frozen slotted dataclass, registered for the wire."""
+    return _register(dataclass(frozen=True, slots=True)(cls))
+
+
+# --------------------------------------------------------------------------
+# Nested records
+# --------------------------------------------------------------------------
+
+
+@message
+class TaskSpec:
+    """One task of a graph as a client submits it.
+
+    ``run_spec`` is the pickled ``(func, args, kwargs)`` (opaque to the
+    scheduler); ``None`` for a key that only names data.  ``priority``:
+    higher runs first.  ``workers``: allowed worker addresses (``None`` =
+    any); with ``allow_other_workers`` they are only a preference.
+    """
+
+    key: Key
+    run_spec: bytes | None
+    dependencies: tuple[Key, ...] = ()
+    priority: int = 0
+    workers: tuple[str, ...] | None = None
+    allow_other_workers: bool = False
+    resources: dict[str, float] | None = None
+    retries: int = 0
+    actor: bool = False
+
+
+@message
+class TaskError:
+    """A task's failure, as the client will re-raise it.
+
+    ``exception`` / ``traceback`` are the pickled originals when a worker
+    caught a user exception; ``None`` when the scheduler made the error
+    itself (``KilledWorker``, a refused graph), in which case the client
+    rebuilds it from ``typename`` and ``message``.
+    """
+
+    typename: str
+    message: str
+    exception: bytes | None = None
+    traceback: bytes | None = None
+    traceback_text: str = ""
+
+
+@message
+class ScatteredKey:
+    """A key a client placed in memory on workers itself (scatter)."""
+
+    key: Key
+    nbytes: int
+    typename: str
+    workers: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------
+# Base
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    now: float
+    stimulus_id: str
+
+    op: ClassVar[str]
+    _field_names: ClassVar[tuple[str, ...]]
+
+
+# --------------------------------------------------------------------------
+# Client -> scheduler
+# --------------------------------------------------------------------------
+
+
+@message
+class AddClient(Message):
+    client: str
+
+
+@message
+class RemoveClient(Message):
+    """The client closed or its connection was lost: release all it wants."""
+
+    client: str
+
+
+@message
+class UpdateGraph(Message):
+    """New tasks, and the keys the client now holds futures for."""
+
+    client: str
+    tasks: tuple[TaskSpec, ...]
+    wanted: tuple[Key, ...]
+
+
+@message
+class DesireKeys(Message):
+    """The client holds one more reference to each key."""
+
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message
+class ReleaseKeys(Message):
+    """The client dropped one reference to each key."""
+
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message
+class CancelKeys(Message):
+    """Cancel keys (and their dependents) for this client, or all with force."""
+
+    client: str
+    keys: tuple[Key, ...]
+    force: bool = False
+
+
+@message
+class RetryKeys(Message):
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message
+class FireAndForget(Message):
+    """Keep these keys wanted until they finish, whoever else lets go."""
+
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message
+class ScatterRequest(Message):
+    """Ask where to put data the client is about to scatter."""
+
+    client: str
+    request_id: str
+    keys: tuple[Key, ...]
+    workers: tuple[str, ...] | None = None
+    broadcast: bool = False
+
+
+@message
+class UpdateData(Message):
+    """The client has put these keys on these workers (after ScatterPlan)."""
+
+    client: str
+    keys: tuple[ScatteredKey, ...]
+
+
+@message
+class WhoHasRequest(Message):
+    client: str
+    request_id: str
+    keys: tuple[Key, ...]
+
+
+@message
+class MissingData(Message):
+    """``reporter`` (a client or worker) did not find ``key`` on ``errant_worker``."""
+
+    reporter: str
+    key: Key
+    errant_worker: str
+
+
+# --------------------------------------------------------------------------
+# Worker -> scheduler
+# --------------------------------------------------------------------------
+
+
+@message
+class AddWorker(Message):
+    worker: str
+    nthreads: int
+    resources: dict[str, float] | None = None
+    memory_limit: int | None = None
+    name: str | None = None
+
+
+@message
+class RemoveWorker(Message):
+    """The connection to the worker was lost, or it is retiring."""
+
+    worker: str
+    reason: str = "connection lost"
+
+
+@message
+class WorkerHeartbeat(Message):
+    worker: str
+    memory: int = 0
+    executing: int = 0
+
+
+@message
+class TaskFinished(Message):
+    """A task ran on ``worker``; small results may ride along in ``inline``."""
+
+    worker: str
+    key: Key
+    nbytes: int
+    typename: str
+    start: float = 0.0
+    stop: float = 0.0
+    inline: bytes | None = None
+
+
+@message
+class TaskErred(Message):
+    worker: str
+    key: Key
+    error: TaskError
+    start: float = 0.0
+    stop: float = 0.0
+
+
+@message
+class AddReplicas(Message):
+    """The worker now holds these keys too (it fetched them)."""
+
+    worker: str
+    nbytes: dict[Key, int]
+
+
+@message
+class StealResponse(Message):
+    """Answer to StealRequest: ``released`` is True if the worker gave it up."""
+
+    worker: str
+    key: Key
+    released: bool
+
+
+@message
+class LongRunning(Message):
+    """The task seceded: it no longer holds a thread slot."""
+
+    worker: str
+    key: Key
+
+
+@message
+class RescheduleTask(Message):
+    """The task asked to be run again elsewhere (``Reschedule``)."""
+
+    worker: str
+    key: Key
+
+
+# --------------------------------------------------------------------------
+# Driver -> machine
+# --------------------------------------------------------------------------
+
+
+@message
+class TimerFired(Message):
+    token: str
+
+
+# --------------------------------------------------------------------------
+# Scheduler -> worker
+# --------------------------------------------------------------------------
+
+
+@message
+class ComputeTask(Message):
+    """Run ``key`` on ``worker``; inputs are where ``who_has`` says."""
+
+    worker: str
+    key: Key
+    run_spec: bytes | None
+    priority: tuple[int, ...]
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, int]
+    resources: dict[str, float] | None = None
+    actor: bool = False
+    #: inputs that are actors: passed as handles, never fetched
+    actor_deps: tuple[Key, ...] = ()
+
+
+@message
+class FreeKeys(Message):
+    """Forget these keys: drop their data, cancel their computation."""
+
+    worker: str
+    keys: tuple[Key, ...]
+
+
+@message
+class StealRequest(Message):
+    worker: str
+    key: Key
+
+
+@message
+class AcquireReplicas(Message):
+    """Fetch copies of these keys from where ``who_has`` says."""
+
+    worker: str
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, int]
+
+
+@message
+class RemoveReplicas(Message):
+    """Drop these copies (other workers keep the data)."""
+
+    worker: str
+    keys: tuple[Key, ...]
+
+
+@message
+class RefreshWhoHas(Message):
+    """New holders for keys the worker reported missing."""
+
+    worker: str
+    who_has: dict[Key, tuple[str, ...]]
+
+
+@message
+class CloseWorker(Message):
+    """The scheduler considers this worker gone; the driver closes it."""
+
+    worker: str
+    reason: str
+
+
+# --------------------------------------------------------------------------
+# Scheduler -> client
+# --------------------------------------------------------------------------
+
+
+@message
+class KeyInMemory(Message):
+    client: str
+    key: Key
+    nbytes: int
+    typename: str
+    inline: bytes | None = None
+
+
+@message
+class KeyErred(Message):
+    """``key`` failed; ``blamed`` is the task whose failure caused it."""
+
+    client: str
+    key: Key
+    error: TaskError
+    blamed: Key
+
+
+@message
+class KeyCancelled(Message):
+    client: str
+    key: Key
+    reason: str = "cancelled"
+
+
+@message
+class KeyLost(Message):
+    """The key's data was lost; it is being recomputed (future pending again)."""
+
+    client: str
+    key: Key
+
+
+@message
+class GraphRefused(Message):
+    """The whole UpdateGraph was refused; nothing changed."""
+
+    client: str
+    keys: tuple[Key, ...]
+    error: TaskError
+
+
+@message
+class WhoHasReply(Message):
+    client: str
+    request_id: str
+    who_has: dict[Key, tuple[str, ...]]
+    nbytes: dict[Key, int]
+
+
+@message
+class ScatterPlan(Message):
+    """Where to put each scattered key; empty ``error`` means success."""
+
+    client: str
+    request_id: str
+    placement: dict[Key, tuple[str, ...]]
+    error: str = ""
+
+
+# --------------------------------------------------------------------------
+# Scheduler -> driver
+# --------------------------------------------------------------------------
+
+
+@message
+class SetTimer(Message):
+    """Deliver ``TimerFired(token)`` at time ``at`` (replaces a pending one)."""
+
+    at: float
+    token: str
+
+
+# --------------------------------------------------------------------------
+# Driver -> worker (results of instructions)
+# --------------------------------------------------------------------------
+
+
+@message
+class DataPut(Message):
+    """A client stored these keys on this worker (scatter); driver holds data."""
+
+    nbytes: dict[Key, int]
+
+
+@message
+class ExecuteSuccess(Message):
+    key: Key
+    nbytes: int
+    typename: str
+    start: float
+    stop: float
+    inline: bytes | None = None
+
+
+@message
+class ExecuteFailure(Message):
+    key: Key
+    error: TaskError
+    start: float
+    stop: float
+
+
+@message
+class ExecuteReschedule(Message):
+    key: Key
+
+
+@message
+class GatherSuccess(Message):
+    """Data from ``peer`` arrived: ``nbytes`` of what came, ``missing`` what it lacked."""
+
+    peer: str
+    nbytes: dict[Key, int]
+    missing: tuple[Key, ...] = ()
+
+
+@message
+class GatherFailure(Message):
+    """``peer`` could not be reached; none of ``keys`` arrived."""
+
+    peer: str
+    keys: tuple[Key, ...]
+
+
+@message
+class Secede(Message):
+    key: Key
+
+
+@message
+class Rejoin(Message):
+    key: Key
+
+
+# --------------------------------------------------------------------------
+# Worker -> its driver
+# --------------------------------------------------------------------------
+
+
+@message
+class Execute(Message):
+    """Run the task: deserialize ``run_spec``, substitute dependencies' data."""
+
+    key: Key
+    run_spec: bytes | None
+    dependencies: tuple[Key, ...]
+    actor: bool = False
+    #: inputs that are actors: the driver passes handles to them
+    actor_deps: tuple[Key, ...] = ()
+
+
+@message
+class GatherDeps(Message):
+    """Fetch ``keys`` from ``peer`` in one transfer, then report Gather*."""
+
+    peer: str
+    keys: tuple[Key, ...]
+    total_nbytes: int
+
+
+@message
+class DeleteData(Message):
+    """Drop these keys from the driver's data store."""
+
+    keys: tuple[Key, ...]
+
+
+@message
+class RejoinGranted(Message):
+    """The seceded task has a thread slot again; let its thread continue."""
+
+    key: Key
+
+
+# --------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------
+
+_EXT_RECORD = 1
+
+
+def _default(obj: Any) -> Any:
+    cls = type(obj)
+    names = getattr(cls, "_field_names", None)
+    if names is None or REGISTRY.get(getattr(cls, "op", None)) is not cls:
+        raise TypeError(f"cannot encode {cls.__name__!r} in a twofold message")
+    payload = [cls.op]
+    payload.extend(getattr(obj, name) for name in names)
+    return msgpack.ExtType(_EXT_RECORD, msgpack.packb(payload, default=_default, use_bin_type=True))
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != _EXT_RECORD:
+        raise ValueError(f"unknown msgpack extension type {code}")
+    op, *values = msgpack.unpackb(
+        data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False
+    )
+    try:
+        cls = REGISTRY[op]
+    except KeyError:
+        raise ValueError(f"unknown message op {op!r}") from None
+    return cls(*values)
+
+
+def dumps(msg: Any) -> bytes:
+    """A message (or any msgpack-able structure of messages) as bytes."""
+    return msgpack.packb(msg, default=_default, use_bin_type=True)
+
+
+def loads(data: bytes) -> Any:
+    """Inverse of :func:`dumps`: sequences come back as tuples."""
+    return msgpack.unpackb(
+        data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False
+    )
+
+
+_setattr = object.__setattr__
+
+
+def restamp(msg: Message, now: float) -> Message:
+    """Set ``now`` to the receiver's clock on delivery, in place.
+
+    Only a driver may call this, on a message it owns (just decoded, or just
+    taken from the sender's outputs): messages are otherwise immutable.  It
+    avoids copying every message on every hop.
+    """
+    _setattr(msg, "now", now)
+    return msg

@@ -1,0 +1,64 @@
+"""Placement policies: which worker runs a ready task.
+
+A policy is any object with ``decide_worker(state, ts, candidates)``; the
+scheduler has already narrowed ``candidates`` to workers the task may run on
+(restrictions, resources) and, for tasks with inputs, to those holding some
+of them (plus idle workers when the inputs are small).  Research code plugs
+in its own: ``SchedulerState(policy=MyPolicy())``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Protocol
+
+if TYPE_CHECKING:
+    from twofold.scheduler.machine import SchedulerState
+    from twofold.scheduler.state import TaskState, WorkerInfo
+
+
+class PlacementPolicy(Protocol):
+    def decide_worker(
+        self, state: SchedulerState, ts: TaskState, candidates: Iterable[WorkerInfo]
+    ) -> WorkerInfo | None:
+        """The worker to run ``ts`` on, or None to leave it unrunnable for now."""
+
+
+class EarliestStart:
+    """Pick the worker where the task would start soonest.
+
+    Start time is estimated as queued work per thread (``occupancy /
+    nthreads``) plus the time to move the inputs it does not already hold
+    at ``config.bandwidth``.  Ties go to the worker that joined first, so
+    the choice is deterministic.
+    """
+
+    def decide_worker(self, state, ts, candidates):
+        bandwidth = state.config.bandwidth
+        deps = ts.dependencies
+        best = None
+        best_cost = None
+        for ws in candidates:
+            cost = ws.occupancy / ws.nthreads
+            if deps:
+                missing = 0
+                for dep in deps:
+                    if ws not in dep.who_has and dep.nbytes > 0:
+                        missing += dep.nbytes
+                cost += missing / bandwidth
+            if best is None or cost < best_cost or (cost == best_cost and ws.order < best.order):
+                best, best_cost = ws, cost
+        return best
+
+
+class RoundRobin:
+    """Ignore load and data: cycle through candidates (a baseline for research)."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def decide_worker(self, state, ts, candidates):
+        ordered = sorted(candidates, key=lambda ws: ws.order)
+        if not ordered:
+            return None
+        self._turn += 1
+        return ordered[self._turn % len(ordered)]

@@ -1,0 +1,290 @@
+"""Scheduler handlers for what workers send, and for losing workers.
+
+A worker's report about a task it is not (or no longer) processing is stale:
+it is ignored, and the worker told to forget the key when that helps.  When
+a worker goes, its processing tasks start over elsewhere (counting a failure
+each; past ``allowed_failures`` they err with ``KilledWorker``) and results
+only it held are recomputed if still needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twofold.messages import (
+    AddReplicas,
+    AddWorker,
+    CloseWorker,
+    LongRunning,
+    MissingData,
+    RefreshWhoHas,
+    RemoveReplicas,
+    RemoveWorker,
+    RescheduleTask,
+    StealResponse,
+    TaskErred,
+    TaskError,
+    TaskFinished,
+    WorkerHeartbeat,
+)
+from twofold.scheduler.state import TaskState, WorkerInfo
+from twofold.scheduler.transitions import Recs
+
+if TYPE_CHECKING:
+    from twofold.scheduler.machine import SchedulerState
+
+
+class WorkerHandlers:
+    """Mixin of :class:`~twofold.scheduler.SchedulerState`."""
+
+    @classmethod
+    def handlers(cls) -> dict:
+        return {
+            AddWorker: cls._on_add_worker,
+            RemoveWorker: cls._on_remove_worker,
+            WorkerHeartbeat: cls._on_heartbeat,
+            TaskFinished: cls._on_task_finished,
+            TaskErred: cls._on_task_erred,
+            AddReplicas: cls._on_add_replicas,
+            StealResponse: cls._on_steal_response,
+            LongRunning: cls._on_long_running,
+            RescheduleTask: cls._on_reschedule,
+            MissingData: cls._on_missing_data,
+        }
+
+    # -- membership --------------------------------------------------------
+
+    def _on_add_worker(self: SchedulerState, event: AddWorker) -> None:
+        if event.nthreads < 1:
+            self._outs.append(
+                CloseWorker(self._now, self._sid, event.worker, f"nthreads must be >= 1, got {event.nthreads}")
+            )
+            return
+        if event.worker in self.workers:
+            self._remove_worker(self.workers[event.worker])
+        self._worker_counter += 1
+        ws = WorkerInfo(
+            event.worker,
+            event.nthreads,
+            event.resources,
+            event.memory_limit,
+            event.name,
+            event.now,
+            self._slots_for(event.nthreads),
+            self._worker_counter,
+        )
+        self.workers[ws.address] = ws
+        if event.name is not None:
+            self.workers_by_name[event.name] = ws
+        self._set_timer(event.now + self.config.worker_ttl, f"ttl:{ws.address}")
+        self._room_changed(ws)
+        if self.unrunnable:
+            recs: Recs = dict.fromkeys(self.unrunnable, "processing")
+            self._transitions(recs)
+        if self._pending_scatters:
+            pending, self._pending_scatters = self._pending_scatters, []
+            for request in pending:
+                self._on_scatter_request(request)
+
+    def _on_remove_worker(self: SchedulerState, event: RemoveWorker) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is not None:
+            self._remove_worker(ws)
+
+    def _on_heartbeat(self: SchedulerState, event: WorkerHeartbeat) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            self._outs.append(
+                CloseWorker(self._now, self._sid, event.worker, "unknown worker: register again")
+            )
+            return
+        ws.last_seen = event.now
+        ws.memory = event.memory
+
+    def _check_worker_ttl(self: SchedulerState, address: str) -> None:
+        ws = self.workers.get(address)
+        if ws is None:
+            return
+        ttl = self.config.worker_ttl
+        if self._now - ws.last_seen >= ttl:
+            self._remove_worker(ws)
+            self._outs.append(
+                CloseWorker(self._now, self._sid, address, f"no heartbeat for {ttl:g} seconds")
+            )
+        else:
+            self._set_timer(ws.last_seen + ttl, f"ttl:{address}")
+
+    def _remove_worker(self: SchedulerState, ws: WorkerInfo) -> None:
+        del self.workers[ws.address]
+        if self.workers_by_name.get(ws.name) is ws:
+            del self.workers_by_name[ws.name]
+        self.room.pop(ws, None)
+        self.timers.pop(f"ttl:{ws.address}", None)
+        self._to_free.pop(ws, None)
+        allowed = self.config.allowed_failures
+        recs: Recs = {}
+        for ts in list(ws.processing):
+            ts.suspicious += 1
+            if ts.suspicious > allowed:
+                self._fail(
+                    ts,
+                    TaskError(
+                        "KilledWorker",
+                        f"Attempted to run task {ts.key!r} on {ts.suspicious} different workers,"
+                        f" but all those workers died while running it. The last worker that"
+                        f" attempted to run the task was {ws.address}.",
+                    ),
+                    ts.key,
+                    recs,
+                )
+            elif ts.who_wants or ts.waiters:
+                self._transition(ts, "waiting", recs)
+            else:
+                self._transition(ts, "released", recs)
+            self._transitions(recs)
+        for ts in list(ws.has_what):
+            del ts.who_has[ws]
+            if not ts.who_has:
+                self._transition(ts, "released", recs)
+                self._transitions(recs)
+        ws.has_what.clear()
+        ws.nbytes = 0
+        for ts in list(self._stealing):
+            if ts.steal_to is ws:
+                ts.steal_to = None
+                del self._stealing[ts]
+
+    # -- task results ------------------------------------------------------
+
+    def _learn_duration(self: SchedulerState, ts: TaskState, start: float, stop: float) -> None:
+        if stop > start:
+            elapsed = stop - start
+            old = self.durations.get(ts.prefix)
+            if old is None:
+                self.durations[ts.prefix] = elapsed
+            else:
+                alpha = self.config.duration_smoothing
+                self.durations[ts.prefix] = old + alpha * (elapsed - old)
+
+    def _on_task_finished(self: SchedulerState, event: TaskFinished) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return  # from a worker we already removed
+        ts = self.tasks.get(event.key)
+        if ts is None:
+            self._free(ws, event.key)
+            return
+        state = ts.state
+        recs: Recs = {}
+        if state == "processing":
+            self._learn_duration(ts, event.start, event.stop)
+            other = ts.processing_on
+            if other is not ws:
+                # computed where we no longer expected it: take it, stop the other
+                self._room_changed(self._unassign(ts, free=True))
+            self._processing_memory(ts, ws, event.nbytes, event.typename, event.inline, recs)
+            self._transitions(recs)
+        elif state == "memory":
+            if ws not in ts.who_has:
+                ts.who_has[ws] = None
+                ws.has_what[ts] = None
+                ws.nbytes += ts.nbytes
+        else:
+            self._free(ws, event.key)
+
+    def _on_task_erred(self: SchedulerState, event: TaskErred) -> None:
+        ws = self.workers.get(event.worker)
+        ts = self.tasks.get(event.key)
+        if ws is None or ts is None or ts.state != "processing" or ts.processing_on is not ws:
+            return  # stale: the worker forgets erred tasks by itself
+        recs: Recs = {}
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._transition(ts, "waiting", recs)
+        else:
+            self._learn_duration(ts, event.start, event.stop)
+            self._fail(ts, event.error, ts.key, recs)
+        self._transitions(recs)
+
+    def _on_reschedule(self: SchedulerState, event: RescheduleTask) -> None:
+        ws = self.workers.get(event.worker)
+        ts = self.tasks.get(event.key)
+        if ws is None or ts is None or ts.state != "processing" or ts.processing_on is not ws:
+            return
+        recs: Recs = {}
+        self._transition(ts, "waiting", recs)
+        self._transitions(recs)
+
+    def _on_long_running(self: SchedulerState, event: LongRunning) -> None:
+        ws = self.workers.get(event.worker)
+        ts = self.tasks.get(event.key)
+        if ws is None or ts is None or ts.processing_on is not ws or ts.long_running:
+            return
+        ts.long_running = True
+        ws.long_running[ts] = None
+        ws.occupancy = max(ws.occupancy - ts.duration_estimate, 0.0)
+        self._room_changed(ws)
+
+    # -- replicas and missing data -----------------------------------------
+
+    def _on_add_replicas(self: SchedulerState, event: AddReplicas) -> None:
+        ws = self.workers.get(event.worker)
+        if ws is None:
+            return
+        stale = []
+        for key, nbytes in event.nbytes.items():
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "memory" or ts.actor:
+                stale.append(key)
+            elif ws not in ts.who_has:
+                ts.who_has[ws] = None
+                ws.has_what[ts] = None
+                ws.nbytes += ts.nbytes
+        if stale:
+            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(stale)))
+
+    def _on_missing_data(self: SchedulerState, event: MissingData) -> None:
+        ts = self.tasks.get(event.key)
+        if ts is None:
+            return
+        errant = self.workers.get(event.errant_worker)
+        recs: Recs = {}
+        if errant is not None and errant in ts.who_has:
+            del ts.who_has[errant]
+            del errant.has_what[ts]
+            errant.nbytes -= ts.nbytes
+            if not ts.who_has:
+                self._transition(ts, "released", recs)
+                self._transitions(recs)
+        if ts.state == "memory" and event.reporter in self.workers:
+            holders = tuple(ws.address for ws in ts.who_has)
+            self._outs.append(RefreshWhoHas(self._now, self._sid, event.reporter, {ts.key: holders}))
+
+    # -- stealing replies --------------------------------------------------
+
+    def _on_steal_response(self: SchedulerState, event: StealResponse) -> None:
+        ts = self.tasks.get(event.key)
+        ws = self.workers.get(event.worker)
+        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
+            return  # the task moved on meanwhile; a pending steal of it still stands
+        thief = ts.steal_to
+        if thief is None:
+            # we gave up on this steal (e.g. the thief left): the victim let go anyway
+            if event.released:
+                recs: Recs = {}
+                self._transition(ts, "waiting", recs)
+                self._transitions(recs)
+            return
+        ts.steal_to = None
+        self._stealing.pop(ts, None)
+        if not event.released:
+            return
+        # the victim has forgotten the task: move it without another FreeKeys
+        self._unassign(ts, free=False)
+        ts.state = "waiting"
+        self._room_changed(ws)
+        if thief.address in self.workers:
+            self._assign(ts, thief)
+        else:
+            recs = {ts: "processing"}
+            self._transitions(recs)

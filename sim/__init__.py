@@ -1,0 +1,1 @@
+"""twofold.sim: the deterministic discrete-event driver. Arrives with its own issue."""
