@@ -20,8 +20,11 @@ from twofold.messages import (
     KeyCancelled,
     KeyErred,
     KeyInMemory,
+    AcquireReplicas,
     ReleaseKeys,
     RemoveClient,
+    RemoveReplicas,
+    Replicate,
     RetryKeys,
     ScatterPlan,
     ScatterRequest,
@@ -80,6 +83,7 @@ class ClientHandlers:
             ScatterRequest: cls._on_scatter_request,
             UpdateData: cls._on_update_data,
             WhoHasRequest: cls._on_who_has,
+            Replicate: cls._on_replicate,
         }
 
     # -- references --------------------------------------------------------
@@ -360,11 +364,47 @@ class ClientHandlers:
         if state == "processing":
             self._room_changed(self._unassign(ts, free=True))
         elif state == "queued":
-            del self.queued[ts.priority]
+            self.queued.remove(ts)
         elif state == "no-worker":
             del self.unrunnable[ts]
         ts.waiting_on.clear()
         ts.state = "released"  # _processing_memory then lets go of the inputs
+
+    def _on_replicate(self: SchedulerState, event: Replicate) -> None:
+        """Add copies on the least loaded workers, or drop extra ones (never the last)."""
+        if event.workers is not None:
+            pool = [self.workers.get(w) or self.workers_by_name.get(w) for w in event.workers]
+            pool = [ws for ws in dict.fromkeys(pool) if ws is not None]
+        else:
+            pool = list(self.workers.values())
+        if not pool:
+            return
+        wanted = len(pool) if event.n is None else max(1, min(event.n, len(pool)))
+        acquire: dict = {}
+        remove: dict = {}
+        for key in event.keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "memory" or ts.actor:
+                continue
+            holders = [ws for ws in ts.who_has if ws in pool]
+            if len(holders) < wanted:
+                others = sorted((ws for ws in pool if ws not in ts.who_has), key=lambda w: (w.nbytes, w.order))
+                sources = tuple(ws.address for ws in ts.who_has)
+                for ws in others[: wanted - len(holders)]:
+                    acquire.setdefault(ws, {})[key] = sources
+            else:
+                extra = sorted(holders, key=lambda w: (-w.nbytes, -w.order))[: len(holders) - wanted]
+                for ws in extra:
+                    if len(ts.who_has) > 1:
+                        del ts.who_has[ws]
+                        del ws.has_what[ts]
+                        ws.nbytes -= ts.nbytes
+                        remove.setdefault(ws, []).append(key)
+        for ws, who_has in acquire.items():
+            nbytes = {key: self.tasks[key].nbytes for key in who_has}
+            self._outs.append(AcquireReplicas(self._now, self._sid, ws.address, who_has, nbytes))
+        for ws, keys in remove.items():
+            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(keys)))
 
     def _on_who_has(self: SchedulerState, event: WhoHasRequest) -> None:
         who_has = {}

@@ -16,8 +16,6 @@ import math
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from sortedcontainers import SortedDict
-
 from twofold.config import SchedulerConfig
 from twofold.messages import FreeKeys, Message, SetTimer, TimerFired
 from twofold.scheduler.clients import ClientHandlers
@@ -26,6 +24,7 @@ from twofold.scheduler.state import ClientInfo, TaskState, WorkerInfo
 from twofold.scheduler.stealing import Stealing
 from twofold.scheduler.transitions import FIRE_AND_FORGET, Transitions
 from twofold.scheduler.workers import WorkerHandlers
+from twofold.taskqueue import TaskQueue
 
 
 class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
@@ -39,7 +38,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         self.workers_by_name: dict[str, WorkerInfo] = {}
         self.clients: dict[str, ClientInfo] = {FIRE_AND_FORGET: ClientInfo(FIRE_AND_FORGET)}
         #: root tasks waiting for room on a worker, by priority
-        self.queued: SortedDict = SortedDict()
+        self.queued: TaskQueue[TaskState] = TaskQueue()
         #: ready tasks no current worker may run
         self.unrunnable: dict[TaskState, None] = {}
         #: workers that can take more root tasks
@@ -144,7 +143,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         if self._has_room(ws):
             queued = self.queued
             while queued:
-                _, ts = queued.popitem(0)
+                ts = queued.pop()
                 self._assign(ts, ws)
                 if not self._has_room(ws):
                     self.room.pop(ws, None)

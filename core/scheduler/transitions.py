@@ -110,12 +110,12 @@ class Transitions:
         if ts.state == "no-worker":
             del self.unrunnable[ts]
         elif ts.state == "queued":
-            del self.queued[ts.priority]
+            self.queued.remove(ts)
         if ts.is_root and self._queuing:
             ws = self.policy.decide_worker(self, ts, self.room) if self.room else None
             if ws is None:
                 ts.state = "queued"
-                self.queued[ts.priority] = ts
+                self.queued.push(ts, ts.priority)
                 return
         else:
             ws = self._decide_worker(ts)
@@ -130,7 +130,7 @@ class Transitions:
             return
         state = ts.state
         if state == "queued":
-            del self.queued[ts.priority]
+            self.queued.remove(ts)
         elif state == "no-worker":
             del self.unrunnable[ts]
         ts.state = "released"
@@ -144,7 +144,7 @@ class Transitions:
         if ts.state == "no-worker":
             del self.unrunnable[ts]
         elif ts.state == "queued":
-            del self.queued[ts.priority]
+            self.queued.remove(ts)
         ts.state = "waiting"
         self._refresh_waiting_on(ts, recs)
 
@@ -248,7 +248,7 @@ class Transitions:
         if start == "processing":
             self._room_changed(self._unassign(ts, free=False))
         elif start == "queued":
-            del self.queued[ts.priority]
+            self.queued.remove(ts)
         elif start == "no-worker":
             del self.unrunnable[ts]
         ts.state = "erred"

@@ -64,7 +64,7 @@ def validate_scheduler(s: SchedulerState) -> None:
         if ts.state in ("queued", "no-worker"):
             for dep in ts.dependencies:
                 assert dep.state == "memory", f"{where}: input {dep.key!r} is {dep.state}"
-        assert (ts.state == "queued") == (s.queued.get(ts.priority) is ts), f"{where}: queue mismatch"
+        assert (ts.state == "queued") == (ts in s.queued), f"{where}: queue mismatch"
         assert (ts.state == "no-worker") == (ts in s.unrunnable), f"{where}: unrunnable mismatch"
         if ts.state == "erred":
             assert ts.error is not None and ts.blamed is not None, f"{where}: no error"

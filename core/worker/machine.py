@@ -45,6 +45,7 @@ from twofold.messages import (
     TaskErred,
     TaskFinished,
 )
+from twofold.taskqueue import TaskQueue
 from twofold.worker.state import RUNNING, WTask
 from twofold.worker.transfers import Transfers
 
@@ -74,8 +75,9 @@ class WorkerState(Transfers):
         self.executing: dict[WTask, None] = {}
         #: seceded tasks (and cancelled/resumed ones that were)
         self.long_running: dict[WTask, None] = {}
-        self.ready: SortedDict = SortedDict()
-        self.constrained: SortedDict = SortedDict()
+        self.ready: TaskQueue[WTask] = TaskQueue()
+        #: ready tasks that need resources
+        self.constrained: TaskQueue[WTask] = TaskQueue()
         #: seceded tasks waiting for a thread to rejoin, in arrival order
         self.rejoining: dict[WTask, None] = {}
         # transfers (see transfers.py)
@@ -105,8 +107,10 @@ class WorkerState(Transfers):
         if self._delete:
             outs.append(DeleteData(self._now, self._sid, tuple(self._delete)))
             self._delete = []
-        self._ensure_communicating()
-        self._ensure_computing()
+        if self.data_needed:
+            self._ensure_communicating()
+        if len(self.executing) < self.nthreads and (self.ready or self.constrained or self.rejoining):
+            self._ensure_computing()
         return outs
 
     # -- small helpers -----------------------------------------------------
@@ -183,10 +187,10 @@ class WorkerState(Transfers):
     def _make_ready(self, ts: WTask) -> None:
         if ts.resources:
             self._set(ts, "constrained")
-            self.constrained[ts.order] = ts
+            self.constrained.push(ts, ts.order)
         else:
             self._set(ts, "ready")
-            self.ready[ts.order] = ts
+            self.ready.push(ts, ts.order)
 
     # -- compute requests --------------------------------------------------
 
@@ -307,9 +311,9 @@ class WorkerState(Transfers):
 
     def _unqueue(self, ts: WTask) -> None:
         if ts.state == "ready":
-            del self.ready[ts.order]
+            self.ready.remove(ts)
         elif ts.state == "constrained":
-            del self.constrained[ts.order]
+            self.constrained.remove(ts)
 
     def _on_steal_request(self, ev: StealRequest) -> None:
         ts = self.tasks.get(ev.key)
@@ -358,18 +362,19 @@ class WorkerState(Transfers):
             )
 
     def _next_runnable(self) -> WTask | None:
+        """The highest-priority ready task whose resources are free, if any."""
         ready = self.ready
-        best = ready.peekitem(0)[1] if ready else None
+        best = ready.peek()
         if self.constrained:
             available = self.available_resources
-            for order, ts in self.constrained.items():
-                if best is not None and order > best.order:
+            for ts in self.constrained:  # sorted; few tasks need resources
+                if best is not None and ts.order > best.order:
                     break
                 if all(available.get(n, 0) >= a for n, a in ts.resources.items()):
-                    del self.constrained[order]
+                    self.constrained.remove(ts)
                     return ts
         if best is not None:
-            del ready[best.order]
+            ready.pop()
         return best
 
     def _end_execution(self, ts: WTask) -> None:

@@ -45,8 +45,10 @@ def validate_worker(w: WorkerState) -> None:
         if state in ("ready", "constrained", "executing"):
             for dep in ts.dependencies:
                 assert dep.state == "memory", f"{where}: input {dep.key!r} is {dep.state}"
-        assert (state == "ready") == (w.ready.get(ts.order) is ts), f"{where}: ready queue"
-        assert (state == "constrained") == (w.constrained.get(ts.order) is ts), f"{where}: constrained queue"
+        assert (state == "ready") == (ts in w.ready), f"{where}: ready queue"
+        if state == "ready":
+            assert w.ready.key_of(ts) == ts.order, f"{where}: queued under a stale order"
+        assert (state == "constrained") == (ts in w.constrained), f"{where}: constrained queue"
         fetching = state == "fetch"
         assert fetching == (w.data_needed.get(ts.order) is ts), f"{where}: data_needed"
         if fetching:
