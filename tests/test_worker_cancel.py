@@ -248,8 +248,6 @@ def test_free_unknown_key_does_nothing():
     assert w.free("nope") == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: FreeKeys of an in-flight input still needed by a local waiting task "
-                   "cancels it; on arrival it is forgotten and the dependent waits forever (validate fails)")
 def test_free_in_flight_input_still_needed_locally_is_kept():
     w = W()
     w.compute("y", {"a": ("p1",)}, {"a": 5})
@@ -289,8 +287,6 @@ def test_cancelled_in_flight_input_needed_again_is_not_fetched_twice():
     assert w.gathered("p1", {"x": 5}) == [w.replicas({"x": 5}), w.execute("y2", ["x"])]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: holders given by a ComputeTask are ignored for an input that is "
-                   "cancelled/resumed, so a failed transfer goes missing instead of trying them")
 def test_cancelled_in_flight_input_needed_again_learns_new_holders():
     w = W()
     w.compute("y", {"x": ("p1",)}, {"x": 5})
@@ -373,8 +369,6 @@ def test_cancelled_execution_needed_as_input_success_adds_replica():
     assert w.states() == {"x": "memory", "z": "executing"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a resumed (next=fetch) task whose execution fails goes 'missing' "
-                   "silently: the holders from the ComputeTask that made it an input were never recorded")
 def test_cancelled_execution_needed_as_input_failure_fetches():
     w = executing_cancelled_then_input()
     assert w.fail("x") == [w.gather("p1", ["x"], 5)]  # no TaskErred: fetch it instead

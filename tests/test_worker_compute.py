@@ -256,15 +256,25 @@ def test_resource_tasks_run_one_at_a_time_while_plain_tasks_run():
     assert w.ws.available_resources == {"GPU": 1}
 
 
-def test_plain_ready_task_overtakes_blocked_constrained_task():
+def test_plain_ready_task_overtakes_a_blocked_constrained_task():
+    w = W(nthreads=2, resources={"GPU": 1})
+    assert w.compute("g1", resources={"GPU": 1}, priority=(0,)) == [w.execute("g1")]
+    assert w.compute("busy") == [w.execute("busy")]
+    w.compute("g2", resources={"GPU": 1}, priority=(0,))
+    w.compute("cpu", priority=(9,))
+    assert w.states()["g2"] == "constrained" and w.states()["cpu"] == "ready"
+    # a thread frees: g2 comes first by priority but has no GPU, so cpu runs
+    assert w.succeed("busy") == [w.finished("busy"), w.execute("cpu")]
+    assert w.succeed("g1") == [w.finished("g1"), w.execute("g2")]
+
+
+def test_constrained_task_runs_by_priority_when_resources_free():
     w = W(nthreads=1, resources={"GPU": 1})
     w.compute("busy")  # holds the only thread
     w.compute("g1", resources={"GPU": 1}, priority=(0,))
-    w.compute("g2", resources={"GPU": 1}, priority=(1,))
     w.compute("cpu", priority=(2,))
-    # thread frees: g1 (best priority) takes it and the GPU
+    w.compute("g2", resources={"GPU": 1}, priority=(1,))
     assert w.succeed("busy") == [w.finished("busy"), w.execute("g1")]
-    # g1 ends: g2 comes first by priority, and the GPU is free again
     assert w.succeed("g1") == [w.finished("g1"), w.execute("g2")]
     assert w.succeed("g2") == [w.finished("g2"), w.execute("cpu")]
 
@@ -307,8 +317,6 @@ def test_execute_reschedule_sends_reschedule_task_and_forgets():
     assert w.states() == {"b": "executing"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failed task is forgotten while a local dependent still waits on it; "
-                   "the dependent keeps it in waiting_on and validate() fails")
 def test_execute_failure_with_local_dependent_keeps_state_consistent():
     w = W(nthreads=2)
     w.compute("x")
@@ -470,3 +478,15 @@ def test_data_put_of_a_queued_fetch_cancels_the_fetch_and_wakes_the_task():
     # when the slot frees nothing more is fetched (and y still holds the only thread)
     assert w.gathered("p0", {"z": 1}) == [w.replicas({"z": 1})]
     assert w.states() == {"y0": "ready", "z": "memory", "y": "executing", "x": "memory"}
+
+
+def test_data_put_of_a_key_whose_cancelled_execution_still_runs():
+    w = W()
+    w.compute("x")
+    w.free("x")
+    # the thread still runs x: the scattered copy is kept, and so is the
+    # execution's result when it ends (reported as a replica, not computed)
+    assert w.send(DataPut, {"x": 3}) == []  # validate() runs inside
+    assert w.state("x") == "resumed"
+    assert w.succeed("x") == [w.out(AddReplicas, ME, {"x": 8})]
+    assert w.state("x") == "memory"

@@ -282,8 +282,6 @@ def test_gather_failure_drops_peer_from_queued_fetches():
     assert who_has(w, "b") == ["p2"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: GatherFailure drops the dead peer only from queued (fetch) tasks, "
-                   "not from tasks in flight from another peer, which then retry the dead peer")
 def test_gather_failure_drops_peer_from_tasks_in_flight_elsewhere():
     w = W()
     outs = w.compute("y", {"a": ("p1", "p2"), "b": ("p2",)}, {"a": 5, "b": 5})

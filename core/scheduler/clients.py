@@ -44,10 +44,14 @@ if TYPE_CHECKING:
 
 def _spec_problem(spec: TaskSpec) -> str | None:
     """Why this spec is malformed, or None."""
+    if not isinstance(spec, TaskSpec):
+        return f"graph entries must be TaskSpec records, got {type(spec).__name__}"
     if not isinstance(spec.key, str) or not spec.key:
         return f"task key must be a non-empty str, got {spec.key!r}"
     if spec.run_spec is not None and not isinstance(spec.run_spec, bytes):
         return f"{spec.key!r}: run_spec must be bytes or None"
+    if not isinstance(spec.dependencies, tuple) or not all(isinstance(d, str) for d in spec.dependencies):
+        return f"{spec.key!r}: dependencies must be a tuple of keys, got {spec.dependencies!r}"
     if spec.key in spec.dependencies:
         return f"{spec.key!r} depends on itself"
     if not isinstance(spec.priority, int) or isinstance(spec.priority, bool):
@@ -184,7 +188,7 @@ class ClientHandlers:
     # -- graphs ------------------------------------------------------------
 
     def _refuse(self: SchedulerState, event: UpdateGraph, message: str) -> None:
-        keys = tuple(spec.key for spec in event.tasks) or event.wanted
+        keys = tuple(getattr(spec, "key", "?") for spec in event.tasks) or tuple(event.wanted)
         self._outs.append(
             GraphRefused(self._now, self._sid, event.client, keys, TaskError("InvalidGraph", message))
         )
@@ -192,6 +196,8 @@ class ClientHandlers:
     def _on_update_graph(self: SchedulerState, event: UpdateGraph) -> None:
         tasks = self.tasks
         specs = event.tasks
+        if not isinstance(specs, tuple) or not isinstance(event.wanted, tuple):
+            return self._refuse(event, "tasks and wanted must be tuples")
         for spec in specs:
             problem = _spec_problem(spec)
             if problem is not None:

@@ -107,6 +107,8 @@ class Transitions:
 
     def _ready_processing(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
         """All inputs are in memory: send to a worker, or queue, or park."""
+        if ts.waiting_on:
+            return  # stale recommendation: an input was lost meanwhile
         if ts.state == "no-worker":
             del self.unrunnable[ts]
         elif ts.state == "queued":

@@ -115,14 +115,34 @@ class WorkerHandlers:
             self._set_timer(ws.last_seen + ttl, f"ttl:{address}")
 
     def _remove_worker(self: SchedulerState, ws: WorkerInfo) -> None:
+        """The worker is gone: its data is lost, its tasks start over elsewhere.
+
+        Order matters: first the worker stops being a holder of anything (so
+        no placement can pick it), lost results are released (recomputed if
+        still needed), then its processing tasks are counted and rescheduled,
+        and only then do the accumulated recommendations run.
+        """
         del self.workers[ws.address]
         if self.workers_by_name.get(ws.name) is ws:
             del self.workers_by_name[ws.name]
         self.room.pop(ws, None)
         self.timers.pop(f"ttl:{ws.address}", None)
         self._to_free.pop(ws, None)
-        allowed = self.config.allowed_failures
+        for ts in list(self._stealing):
+            if ts.steal_to is ws:
+                ts.steal_to = None
+                del self._stealing[ts]
         recs: Recs = {}
+        lost = []
+        for ts in ws.has_what:
+            del ts.who_has[ws]
+            if not ts.who_has:
+                lost.append(ts)
+        ws.has_what.clear()
+        ws.nbytes = 0
+        for ts in lost:
+            self._transition(ts, "released", recs)
+        allowed = self.config.allowed_failures
         for ts in list(ws.processing):
             ts.suspicious += 1
             if ts.suspicious > allowed:
@@ -141,18 +161,7 @@ class WorkerHandlers:
                 self._transition(ts, "waiting", recs)
             else:
                 self._transition(ts, "released", recs)
-            self._transitions(recs)
-        for ts in list(ws.has_what):
-            del ts.who_has[ws]
-            if not ts.who_has:
-                self._transition(ts, "released", recs)
-                self._transitions(recs)
-        ws.has_what.clear()
-        ws.nbytes = 0
-        for ts in list(self._stealing):
-            if ts.steal_to is ws:
-                ts.steal_to = None
-                del self._stealing[ts]
+        self._transitions(recs)
 
     # -- task results ------------------------------------------------------
 

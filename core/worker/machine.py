@@ -136,8 +136,23 @@ class WorkerState(Transfers):
         self._arrivals += 1
         ts.order = (ts.priority, self._arrivals)
 
+    def _needed_locally(self, ts: WTask) -> bool:
+        """Is ``ts`` an input of a task asked of us that has not started?"""
+        return any(d.state in _PENDING for d in ts.dependents)
+
     def _forget(self, ts: WTask) -> None:
-        """Drop the task and let go of inputs nothing else here needs."""
+        """Drop the task and let go of inputs nothing else here needs.
+
+        A task that is still an input of a pending local task is not dropped:
+        it becomes an input to fetch (the scheduler says from where).
+        """
+        if self._needed_locally(ts):
+            self._unlink_inputs(ts)
+            ts.previous = ts.next = None
+            ts.coming_from = None
+            self._set(ts, "released")
+            self._want_fetch(ts)
+            return
         self._set(ts, "forgotten")
         del self.tasks[ts.key]
         self._unlink_inputs(ts)
@@ -245,7 +260,7 @@ class WorkerState(Transfers):
             dep = self._task(dep_key)
             ts.dependencies[dep] = None
             dep.dependents[ts] = None
-            if dep.state in ("released", "fetch", "missing"):
+            if dep.state != "memory":
                 dep.nbytes = ev.nbytes.get(dep_key, dep.nbytes)
                 self._learn_holders(dep, holders)
                 if not dep.priority or ev.priority < dep.priority:
@@ -281,29 +296,42 @@ class WorkerState(Transfers):
                 self._release(ts)
 
     def _release(self, ts: WTask) -> None:
+        """The scheduler let go of ``ts``; keep what a pending local task still needs."""
         state = ts.state
+        needed = self._needed_locally(ts)
         if state in ("waiting", "ready", "constrained", "fetch", "missing", "released"):
-            if any(d.state in _PENDING for d in ts.dependents):
+            if needed:
                 if state not in ("fetch", "missing"):
                     self._unqueue(ts)
                     self._set(ts, "released")
                     self._unlink_inputs(ts)
                     self._want_fetch(ts)
-                return  # still an input of something asked of us
+                return
             self._unqueue(ts)
             self._drop_fetch(ts)
             self._forget(ts)
         elif state in RUNNING:
-            self._set(ts, "cancelled")
             ts.previous = state
+            if needed:
+                self._set(ts, "resumed")  # its result is still an input here
+                ts.next = "fetch"
+            else:
+                self._set(ts, "cancelled")
         elif state == "flight":
-            self._set(ts, "cancelled")
-            ts.previous = "flight"
+            if not needed:
+                self._set(ts, "cancelled")
+                ts.previous = "flight"
         elif state == "resumed":
-            self._set(ts, "cancelled")
-            ts.next = None
+            if not needed:
+                self._set(ts, "cancelled")
+                ts.next = None
+            elif ts.previous == "flight":
+                self._set(ts, "flight")
+                ts.previous = ts.next = None
+            else:
+                ts.next = "fetch"
         elif state == "memory":
-            if any(d.state in _PENDING or d.state in RUNNING for d in ts.dependents):
+            if needed or any(d.state in RUNNING for d in ts.dependents):
                 ts.unowned = True  # the scheduler forgot it, but we still need it
                 return
             self._delete.append(ts.key)
@@ -421,7 +449,7 @@ class WorkerState(Transfers):
             # we were to fetch it anyway: do that
             ts.previous = ts.next = None
             self._set(ts, "released")
-            self._want_fetch(ts)
+            self._want_fetch(ts, report=True)
             return
         if state != "cancelled":
             self._outs.append(TaskErred(self._now, self._sid, self.address, ts.key, ev.error, ev.start, ev.stop))
@@ -466,8 +494,14 @@ class WorkerState(Transfers):
                 ts.nbytes = nbytes
                 ts.unowned = False
                 continue
+            elif self._was_running(ts):
+                # a thread still computes it: keep its result when it ends
+                if state in ("cancelled", "resumed"):
+                    self._set(ts, "resumed")
+                    ts.next = "fetch"
+                continue
             elif state not in ("flight", "cancelled", "resumed"):
-                continue  # being computed here: the computation will overwrite it
+                continue  # asked of us but not started: the computation will overwrite it
             ts.unowned = False
             self._put_in_memory(ts, nbytes)
 
@@ -494,7 +528,7 @@ class WorkerState(Transfers):
                 self._drop_fetch(ts)
                 ts.who_has.clear()
                 self._learn_holders(ts, holders)
-                self._want_fetch(ts)
+                self._want_fetch(ts)  # still none: wait for the scheduler to recompute it
 
     # -- inspection --------------------------------------------------------
 

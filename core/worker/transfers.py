@@ -39,10 +39,17 @@ class Transfers:
             per_peer = self.data_needed_per_peer[peer] = SortedDict()
         per_peer[ts.order] = ts
 
-    def _want_fetch(self: WorkerState, ts: WTask) -> None:
-        """``ts`` (released or missing) is needed here: queue a fetch if anyone has it."""
+    def _want_fetch(self: WorkerState, ts: WTask, report: bool = False, errant: str = "") -> None:
+        """``ts`` (released or missing) is needed here: queue a fetch if anyone has it.
+
+        With no known holder it is ``missing``; with ``report`` the scheduler
+        is told (``MissingData``; ``errant`` is the peer that lacked it, if any),
+        and answers with ``RefreshWhoHas`` or by recomputing it.
+        """
         if not ts.who_has:
             self._set(ts, "missing")
+            if report:
+                self._outs.append(MissingData(self._now, self._sid, self.address, ts.key, errant))
             return
         self._set(ts, "fetch")
         self._order(ts)
@@ -121,18 +128,17 @@ class Transfers:
             self._outs.append(AddReplicas(self._now, self._sid, self.address, replicas))
 
     def _on_gather_failure(self: WorkerState, ev: GatherFailure) -> None:
+        """``peer`` is unreachable: it holds nothing any more, as far as we know."""
         peer = ev.peer
         batch = self.in_flight.pop(peer, None) or {}
-        waiting_for_peer = self.data_needed_per_peer.pop(peer, None)
-        if waiting_for_peer:
-            for ts in list(waiting_for_peer.values()):
+        self.data_needed_per_peer.pop(peer, None)
+        for ts in list(self.tasks.values()):  # rare event: a full scan is fine
+            if peer in ts.who_has:
                 del ts.who_has[peer]
-                if not ts.who_has:
+                if ts.state == "fetch" and not ts.who_has:
                     self._drop_fetch(ts)
-                    self._set(ts, "missing")
-                    self._outs.append(MissingData(self._now, self._sid, self.address, ts.key, peer))
+                    self._want_fetch(ts, report=True, errant=peer)
         for ts in batch:
-            ts.who_has.pop(peer, None)
             self._transfer_failed(ts, peer)
 
     def _transfer_failed(self: WorkerState, ts: WTask, peer: str) -> None:
@@ -140,9 +146,7 @@ class Transfers:
         ts.coming_from = None
         if state == "flight":
             self._set(ts, "released")
-            self._want_fetch(ts)
-            if ts.state == "missing":
-                self._outs.append(MissingData(self._now, self._sid, self.address, ts.key, peer))
+            self._want_fetch(ts, report=True, errant=peer)
         elif state == "cancelled":
             self._forget(ts)
         elif state == "resumed":
