@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
-import networkx as nx
-
 from twofold.messages import Key, TaskSpec
 
 
@@ -51,6 +49,8 @@ def find_cycle(specs: Sequence[TaskSpec], known: Container[Key] = ()) -> list[Ke
                 ready.append(child)
     if seen == len(new):
         return None
+    import networkx as nx  # only to name the cycle; keeps the machines' imports lean
+
     stuck = nx.DiGraph()
     for key, n in indegree.items():
         if n > 0:

@@ -50,10 +50,15 @@ def _fast_init(cls: type) -> None:
     params = []
     body = []
     namespace: dict[str, Any] = {}
+    namespace["_UNSET"] = _UNSET
     for f in fields(cls):
         if f.default is not MISSING:
             namespace[f"_d_{f.name}"] = f.default
             params.append(f"{f.name}=_d_{f.name}")
+        elif f.default_factory is not MISSING:
+            namespace[f"_f_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_UNSET")
+            body.append(f"    if {f.name} is _UNSET: {f.name} = _f_{f.name}()")
         else:
             params.append(f.name)
         namespace[f"_s_{f.name}"] = getattr(cls, f.name).__set__
@@ -64,6 +69,9 @@ def _fast_init(cls: type) -> None:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init
+
+
+_UNSET = object()
 
 
 def message(cls: type) -> type:
@@ -613,14 +621,16 @@ def _default(obj: Any) -> Any:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != _EXT_RECORD:
         raise ValueError(f"unknown msgpack extension type {code}")
-    op, *values = msgpack.unpackb(
-        data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False
-    )
-    try:
-        cls = REGISTRY[op]
-    except KeyError:
-        raise ValueError(f"unknown message op {op!r}") from None
-    return cls(*values)
+    record = msgpack.unpackb(data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False)
+    if not isinstance(record, tuple) or not record:
+        raise ValueError("malformed message record: expected [op, *fields]")
+    op = record[0]
+    cls = REGISTRY.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise ValueError(f"unknown message op {op!r}")
+    if len(record) - 1 != len(cls._field_names):
+        raise ValueError(f"{op} takes {len(cls._field_names)} fields, got {len(record) - 1}")
+    return cls(*record[1:])
 
 
 def dumps(msg: Any) -> bytes:
@@ -629,10 +639,15 @@ def dumps(msg: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    """Inverse of :func:`dumps`: sequences come back as tuples."""
-    return msgpack.unpackb(
-        data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False
-    )
+    """Inverse of :func:`dumps`: sequences come back as tuples.
+
+    Raises ValueError on records that are not in the vocabulary.  (Field
+    *types* are not checked here: the runtime validates what peers send.)
+    """
+    obj = msgpack.unpackb(data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False)
+    if isinstance(obj, msgpack.Timestamp):
+        raise ValueError("msgpack timestamps are not part of the twofold vocabulary")
+    return obj
 
 
 _setattr = object.__setattr__

@@ -212,14 +212,15 @@ def test_priority_is_negated_user_priority_then_submission_order():
     s = Sched(worker_saturation=float("inf"))
     s.add_worker("w0", nthreads=4)
     outs = s.submit(T("lo-1", priority=-3), T("hi-1", priority=7))
-    assert outs == [compute("w0", "lo-1", (3, 1)), compute("w0", "hi-1", (-7, 2))]
+    # sent in priority order; the tuple is (-priority, submission number)
+    assert outs == [compute("w0", "hi-1", (-7, 2)), compute("w0", "lo-1", (3, 1))]
     # the submission counter runs on across graphs
     outs = s.submit(T("later-1"))
     assert outs == [compute("w0", "later-1", (0, 3))]
     assert s.state.tasks["hi-1"].priority < s.state.tasks["lo-1"].priority
 
 
-def test_dependencies_run_before_dependents_by_priority_tuple():
+def test_each_task_keeps_its_own_priority_and_submission_number():
     s = Sched(worker_saturation=float("inf"))
     s.add_worker("w0", nthreads=4)
     s.submit(T("a-1"), T("b-1", "a-1", priority=100))
@@ -228,8 +229,6 @@ def test_dependencies_run_before_dependents_by_priority_tuple():
     assert ts["a-1"].priority == (0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: root tasks of one graph take the free slots in "
-                   "`wanted` order, not priority order; the high-priority one is queued")
 def test_highest_priority_root_gets_the_first_free_slot():
     s = Sched()  # default worker_saturation=2: a 1-thread worker takes 2 root tasks
     s.add_worker("w0", nthreads=1)
@@ -239,8 +238,6 @@ def test_highest_priority_root_gets_the_first_free_slot():
     assert s.states()["c-1"] == "processing"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: roots reached through a dependent are started in "
-                   "reverse submission order (LIFO recommendations), later ones are queued first")
 def test_equal_priority_roots_start_in_submission_order():
     s = Sched()
     s.add_worker("w0", nthreads=1)
@@ -341,9 +338,6 @@ def test_retries_resubmit_the_task_then_it_errs():
     assert s.states() == {"x-1": "erred"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the retry's ComputeTask is followed, in the same "
-                   "output list, by FreeKeys of that key to the same worker (frees are flushed "
-                   "last), so the worker drops the resubmitted task and it hangs in processing")
 def test_retry_resubmission_is_not_cancelled_by_a_later_free():
     s = Sched()
     s.add_worker("w0")
@@ -511,26 +505,20 @@ def test_malformed_spec_refuses_the_whole_graph(spec, message):
     _refused(s, [T("good-1", "m-1"), spec], ["good-1"], message)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: a spec whose `dependencies` is not a tuple (None) makes handle() "
-                   "raise TypeError instead of answering GraphRefused")
-def test_malformed_dependencies_are_refused_not_raised():
+@pytest.mark.parametrize(
+    "spec",
+    [TaskSpec("a-1", b"f", None), TaskSpec("a-1", b"f", ["m-1"]), TaskSpec("a-1", b"f", ("m-1", 3))],
+    ids=["dependencies-none", "dependencies-list", "dependencies-non-str"],
+)
+def test_malformed_dependencies_are_refused(spec):
     s = _busy_scheduler()
-    try:
-        _refused(s, [TaskSpec("a-1", b"f", None)], ["a-1"])
-    except TypeError as exc:
-        raise AssertionError(f"handle() raised {exc!r}") from exc
+    _refused(s, [spec], ["a-1"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: an UpdateGraph whose tasks are not TaskSpec records makes "
-                   "handle() raise AttributeError instead of answering GraphRefused")
-def test_non_taskspec_entries_are_refused_not_raised():
+def test_graph_entries_that_are_not_taskspecs_are_refused():
     s = _busy_scheduler()
     before = snapshot(s.state)
-    try:
-        outs = s(UpdateGraph, client="newcomer", tasks=("a-1",), wanted=())
-    except AttributeError as exc:
-        raise AssertionError(f"handle() raised {exc!r}") from exc
-    assert [type(m) for m in outs] == [GraphRefused]
+    outs = s(UpdateGraph, client="newcomer", tasks=("a-1",), wanted=())
+    assert [(type(m), m.client, m.error.typename) for m in outs] == [
+        (GraphRefused, "newcomer", "InvalidGraph")]
     assert snapshot(s.state) == before

@@ -56,7 +56,7 @@ def _spec_problem(spec: TaskSpec) -> str | None:
         return f"{spec.key!r} depends on itself"
     if not isinstance(spec.priority, int) or isinstance(spec.priority, bool):
         return f"{spec.key!r}: priority must be an int, got {spec.priority!r}"
-    if not isinstance(spec.retries, int) or spec.retries < 0:
+    if not isinstance(spec.retries, int) or isinstance(spec.retries, bool) or spec.retries < 0:
         return f"{spec.key!r}: retries must be an int >= 0, got {spec.retries!r}"
     if spec.workers is not None and (
         not isinstance(spec.workers, tuple) or not all(isinstance(w, str) for w in spec.workers)
@@ -68,6 +68,10 @@ def _spec_problem(spec: TaskSpec) -> str | None:
         ):
             return f"{spec.key!r}: resources must map names to numbers >= 0, got {spec.resources!r}"
     return None
+
+
+def _by_priority(ts: TaskState) -> tuple[int, ...]:
+    return ts.priority
 
 
 class ClientHandlers:
@@ -237,14 +241,30 @@ class ClientHandlers:
                 dep = tasks[dep_key]
                 ts.dependencies[dep] = None
                 dep.dependents[ts] = None
+        recs: Recs = {}
         for key in event.wanted:
             ts = tasks[key]
             self._add_wants(cs, ts)
             if ts.state == "released":
-                self._transitions({ts: "waiting"})
+                recs[ts] = "waiting"
             else:
                 self._report_status(cs.name, ts)
-        recs: Recs = {}
+        # everything the graph needs goes to waiting; then what is runnable
+        # starts in priority order (not in the order recommendations pop)
+        runnable = []
+        transition = self._transition
+        while recs:
+            ts, finish = recs.popitem()
+            if finish == "processing" and ts.state == "waiting":
+                runnable.append(ts)
+            else:
+                transition(ts, finish, recs)
+        if runnable:
+            runnable.sort(key=_by_priority)
+            for ts in runnable:
+                transition(ts, "processing", recs)
+                if recs:
+                    self._transitions(recs)
         for ts, _ in created:
             if ts.state == "released" and not ts.dependents and not ts.who_wants:
                 recs[ts] = "forgotten"

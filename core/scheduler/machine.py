@@ -96,6 +96,10 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
                 outs.append(FreeKeys(now, sid, ws.address, tuple(keys)))
         self._to_free = {}
 
+    def _flush_frees_for(self, ws: WorkerInfo) -> None:
+        keys = self._to_free.pop(ws)
+        self._outs.append(FreeKeys(self._now, self._sid, ws.address, tuple(keys)))
+
     def _set_timer(self, at: float, token: str) -> None:
         self.timers[token] = at
         self._outs.append(SetTimer(self._now, self._sid, at, token))
@@ -145,6 +149,8 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
             while queued:
                 ts = queued.pop()
                 self._assign(ts, ws)
+                if self._story is not None:
+                    self._log(ts, "queued")
                 if not self._has_room(ws):
                     self.room.pop(ws, None)
                     return
@@ -157,13 +163,20 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
             return 2**62
         return max(1, math.ceil(nthreads * self.config.worker_saturation))
 
-    def valid_workers(self, ts: TaskState) -> dict[WorkerInfo, None] | None:
-        """Workers ``ts`` may run on, or ``None`` for any worker."""
-        if ts.workers is None and not ts.resources:
+    def valid_workers(self, ts: TaskState, strict_only: bool = False) -> dict[WorkerInfo, None] | None:
+        """Workers ``ts`` may run on, or ``None`` for any worker.
+
+        ``strict_only``: ignore ``workers=`` when it is only a preference
+        (``allow_other_workers``), as work stealing does.
+        """
+        workers = ts.workers
+        if workers is not None and strict_only and ts.allow_other_workers:
+            workers = None
+        if workers is None and not ts.resources:
             return None
-        if ts.workers is not None:
+        if workers is not None:
             allowed: dict[WorkerInfo, None] = {}
-            for name in ts.workers:
+            for name in workers:
                 ws = self.workers.get(name) or self.workers_by_name.get(name)
                 if ws is not None:
                     allowed[ws] = None

@@ -76,7 +76,7 @@ class Stealing:
                 break
             if ts.steal_to is not None or ts.long_running or ts.actor:
                 continue
-            valid = self.valid_workers(ts)
+            valid = self.valid_workers(ts, strict_only=True)
             if valid is not None and thief not in valid:
                 continue
             moved = sum(dep.nbytes for dep in ts.dependencies if thief not in dep.who_has and dep.nbytes > 0)

@@ -57,6 +57,8 @@ class Transitions:
             return
         func = _TABLE.get((start, finish))
         if func is None:
+            if finish in _STALE_OK:
+                return  # a recommendation overtaken by events (e.g. erred meanwhile)
             raise InvalidTransition(f"{ts.key!r}: no transition {start} -> {finish}")
         func(self, ts, recs)
         if self._story is not None:
@@ -65,6 +67,8 @@ class Transitions:
     # -- released -> ... --------------------------------------------------
 
     def _released_waiting(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
+        if not _needed(ts):
+            return  # stale: whoever needed it let go meanwhile
         if ts.run_spec is None:
             self._fail(
                 ts,
@@ -113,18 +117,16 @@ class Transitions:
             del self.unrunnable[ts]
         elif ts.state == "queued":
             self.queued.remove(ts)
-        if ts.is_root and self._queuing:
-            ws = self.policy.decide_worker(self, ts, self.room) if self.room else None
-            if ws is None:
-                ts.state = "queued"
-                self.queued.push(ts, ts.priority)
-                return
-        else:
-            ws = self._decide_worker(ts)
-            if ws is None:
-                ts.state = "no-worker"
-                self.unrunnable[ts] = None
-                return
+        if ts.is_root and self._queuing and not self.room:
+            ts.state = "queued"
+            self.queued.push(ts, ts.priority)
+            return
+        ws = self._decide_worker(ts)
+        if ws is None:
+            # no worker may run it (or the policy declined): park until the cluster changes
+            ts.state = "no-worker"
+            self.unrunnable[ts] = None
+            return
         self._assign(ts, ws)
 
     def _ready_released(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
@@ -220,7 +222,8 @@ class Transitions:
         ts.who_has.clear()
         ts.state = "released"
         if _needed(ts):
-            self._report_lost(ts)
+            if ts.run_spec is not None:  # scattered data errs with FutureLost instead
+                self._report_lost(ts)
             for dts in ts.waiters:
                 if dts.state == "waiting":
                     dts.waiting_on[ts] = None
@@ -244,11 +247,16 @@ class Transitions:
 
     # -- shared pieces -----------------------------------------------------
 
-    def _fail(self: SchedulerState, ts: TaskState, error: TaskError, blamed: str, recs: Recs) -> None:
-        """Put ``ts`` (any state but memory) into erred and spread it to dependents."""
+    def _fail(
+        self: SchedulerState, ts: TaskState, error: TaskError, blamed: str, recs: Recs, free: bool = True
+    ) -> None:
+        """Put ``ts`` (any state but memory) into erred and spread it to dependents.
+
+        ``free=False`` when the worker already dropped the task (it reported the error).
+        """
         start = ts.state
         if start == "processing":
-            self._room_changed(self._unassign(ts, free=False))
+            self._room_changed(self._unassign(ts, free=free))
         elif start == "queued":
             self.queued.remove(ts)
         elif start == "no-worker":
@@ -301,6 +309,8 @@ class Transitions:
         ts.duration_estimate = est
         ws.processing[ts] = None
         ws.occupancy += est
+        if ws in self._to_free:
+            self._flush_frees_for(ws)  # a FreeKeys of this key must not overtake the ComputeTask
         if ws in self.room and not self._has_room(ws):
             del self.room[ws]
         who_has = {}
@@ -393,6 +403,10 @@ _TABLE: dict[tuple[str, str], Callable[..., None]] = {
     ("erred", "released"): Transitions._erred_released,
     ("erred", "forgotten"): Transitions._released_forgotten,
 }
+
+#: targets of recommendations that may be overtaken by events; without a table
+#: entry for the task's current state they are dropped instead of raising
+_STALE_OK = frozenset({"waiting", "processing", "erred"})
 
 #: every (start, finish) pair the engine accepts, for tests and docs
 TRANSITIONS = frozenset(_TABLE)

@@ -212,7 +212,7 @@ class WorkerHandlers:
             self._transition(ts, "waiting", recs)
         else:
             self._learn_duration(ts, event.start, event.stop)
-            self._fail(ts, event.error, ts.key, recs)
+            self._fail(ts, event.error, ts.key, recs, free=False)
         self._transitions(recs)
 
     def _on_reschedule(self: SchedulerState, event: RescheduleTask) -> None:
@@ -277,13 +277,6 @@ class WorkerHandlers:
         if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
             return  # the task moved on meanwhile; a pending steal of it still stands
         thief = ts.steal_to
-        if thief is None:
-            # we gave up on this steal (e.g. the thief left): the victim let go anyway
-            if event.released:
-                recs: Recs = {}
-                self._transition(ts, "waiting", recs)
-                self._transitions(recs)
-            return
         ts.steal_to = None
         self._stealing.pop(ts, None)
         if not event.released:
@@ -292,8 +285,10 @@ class WorkerHandlers:
         self._unassign(ts, free=False)
         ts.state = "waiting"
         self._room_changed(ws)
-        if thief.address in self.workers:
+        if thief is not None and thief.address in self.workers:
             self._assign(ts, thief)
+            if self._story is not None:
+                self._log(ts, "processing")
         else:
-            recs = {ts: "processing"}
-            self._transitions(recs)
+            # the thief left meanwhile: place it afresh
+            self._transitions({ts: "processing"})
