@@ -38,3 +38,16 @@ _BY_NAME = {cls.__name__: cls for cls in (KilledWorker, CancelledError, FutureLo
 def error_class(typename: str) -> type[Exception]:
     """The exception class for a scheduler-made error's ``typename``."""
     return _BY_NAME.get(typename, TwofoldError)
+
+
+class CommClosedError(TwofoldError, OSError):
+    """A peer (scheduler or worker) is gone or unreachable."""
+
+
+class SimulationStalled(TwofoldError):
+    """A blocking call waited on the simulated cluster, but nothing left to
+    simulate can ever satisfy it (e.g. no worker can run the task)."""
+
+
+class TimeoutError(TwofoldError, TimeoutError):  # noqa: A001 - dask's name
+    """A wait ran out of time."""

@@ -1,0 +1,104 @@
+"""The interface between the Client and a cluster driver.
+
+The Client speaks the message vocabulary (``twofold.messages``) to the
+scheduler and moves data straight to and from workers.  Everything that
+depends on *where* the cluster runs is behind :class:`Backend`: the
+simulator (``twofold.sim``) implements it on virtual time, the socket
+runtime (``twofold.runtime``) on real connections.
+
+Threading contract: the backend calls the receiver (``set_receiver``) with
+scheduler -> client messages, in order, from whatever thread or greenlet it
+uses; the Client guards its state with its own lock.  ``wait_until`` is the
+only place a Client blocks: the simulator advances virtual time inside it
+(so a blocking call never deadlocks the simulation); the runtime waits on a
+condition that the receiver notifies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Mapping, Sequence
+
+from twofold.messages import Message, TaskError
+
+
+class Backend(ABC):
+    """What a :class:`~twofold.Client` needs from a cluster driver."""
+
+    #: the scheduler's address (``Client.scheduler.address``)
+    scheduler_address: str
+    #: the cluster object the Client was made from (``Client.cluster``), if any
+    cluster: Any = None
+
+    # -- identity and time ---------------------------------------------------
+
+    @abstractmethod
+    def client_id(self) -> str:
+        """A name for this client, unique in the cluster (deterministic in the simulator)."""
+
+    @abstractmethod
+    def new_token(self) -> str:
+        """A fresh 32-hex-digit token for keys that must be unique (``pure=False``).
+
+        Drawn from the cluster's seeded generator in the simulator, so keys
+        (and so traces) repeat exactly from the seed.
+        """
+
+    @abstractmethod
+    def now(self) -> float:
+        """The backend's clock in seconds (virtual time in the simulator)."""
+
+    # -- messages ------------------------------------------------------------
+
+    @abstractmethod
+    def set_receiver(self, receiver: Callable[[Message], None]) -> None:
+        """Deliver every scheduler -> client message to ``receiver``, in order."""
+
+    @abstractmethod
+    def send(self, msgs: Sequence[Message]) -> None:
+        """Send messages to the scheduler, in order (the backend may batch)."""
+
+    # -- user objects ----------------------------------------------------------
+
+    @abstractmethod
+    def dump_task(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
+        """The opaque ``run_spec`` for a task (futures in args already replaced by
+        :class:`~twofold.client.spec.Dep` placeholders)."""
+
+    @abstractmethod
+    def load_error(self, error: TaskError) -> BaseException:
+        """The exception a failed task raised, with its traceback attached
+        (``__traceback__``) where the backend can carry it; for scheduler-made
+        errors (``error.exception is None``) build it from ``error.typename``
+        with :func:`twofold.errors.error_class`."""
+
+    @abstractmethod
+    def load_inline(self, data: bytes) -> Any:
+        """A result that rode along with its completion (``KeyInMemory.inline``)."""
+
+    # -- blocking --------------------------------------------------------------
+
+    @abstractmethod
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until ``predicate()`` is true; False if ``timeout`` (backend
+        seconds) passed first.  The simulator raises
+        :class:`~twofold.errors.SimulationStalled` if nothing left to simulate
+        can make it true."""
+
+    # -- data plane ------------------------------------------------------------
+
+    @abstractmethod
+    def fetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Get data straight from workers: ``(data, missing)``, where
+        ``missing`` maps each key no listed holder could deliver to the
+        last holder that failed (for a ``MissingData`` report)."""
+
+    @abstractmethod
+    def put(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+        """Store each key's object on the workers ``placement`` names; block
+        until done; return ``{key: (nbytes, typename)}``.  Raises
+        :class:`~twofold.errors.CommClosedError` if a worker is gone."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect (the scheduler releases this client's keys)."""

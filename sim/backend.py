@@ -1,0 +1,173 @@
+"""The Client's view of a simulated cluster (the :class:`Backend` for ``twofold.sim``).
+
+Messages to the scheduler and data to and from workers cross the simulated
+network; every blocking call advances virtual time (``Clock.run_until``).
+User objects never get pickled: the opaque bytes the machines carry are
+references into the simulation's object registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from twofold.client.backend import Backend
+from twofold.errors import CommClosedError, error_class
+from twofold.messages import AddClient, Message, RemoveClient, TaskError
+from twofold.sim.hosts import message_size
+from twofold.sim.models import measure_nbytes
+from twofold.sim.network import MESSAGE_OVERHEAD
+
+if TYPE_CHECKING:
+    from twofold.sim.cluster import SimCluster
+
+
+class SimBackend(Backend):
+    def __init__(self, cluster: SimCluster, client_id: str) -> None:
+        self.cluster = cluster
+        self.sim = sim = cluster._sim
+        self.scheduler_address = sim.scheduler_address
+        self._id = client_id
+        self._receiver: Callable[[Message], None] | None = None
+        self._closed = False
+        sim.clients[client_id] = self
+        self.send([AddClient(sim.clock.now, f"{client_id}-hello", client_id)])
+
+    # -- identity and time -------------------------------------------------------
+
+    def client_id(self) -> str:
+        return self._id
+
+    def new_token(self) -> str:
+        return "%032x" % self.sim.rng.getrandbits(128)
+
+    def now(self) -> float:
+        return self.sim.clock.now
+
+    # -- messages --------------------------------------------------------------
+
+    def set_receiver(self, receiver: Callable[[Message], None]) -> None:
+        self._receiver = receiver
+
+    def receive(self, msg: Message) -> None:
+        if self._receiver is not None and not self._closed:
+            self._receiver(msg)
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        if self._closed:
+            raise CommClosedError(f"client {self._id} is closed")
+        sim = self.sim
+        for msg in msgs:
+            sim.network.send(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, msg)
+
+    # -- user objects ------------------------------------------------------------
+
+    def dump_task(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
+        return self.sim.put_object((func, args, kwargs))
+
+    def load_error(self, error: TaskError) -> BaseException:
+        if error.exception is not None:
+            return self.sim.objects[error.exception]
+        return error_class(error.typename)(error.message)
+
+    def load_inline(self, data: bytes) -> Any:
+        return self.sim.objects[data]
+
+    # -- blocking ----------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        return self.sim.clock.run_until(predicate, timeout)
+
+    # -- data plane --------------------------------------------------------------
+
+    def fetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Ask each key's holders in turn (one request per holder), over the network."""
+        sim = self.sim
+        data: dict[str, Any] = {}
+        missing: dict[str, str] = {}
+        pending = {key: list(holders) for key, holders in who_has.items()}
+        for key, holders in pending.items():
+            if not holders:
+                missing[key] = ""
+        outstanding = {key for key, holders in pending.items() if holders}
+
+        def ask(keys: list[str]) -> None:
+            by_holder: dict[str, list[str]] = {}
+            for key in keys:
+                holders = pending[key]
+                if not holders:
+                    outstanding.discard(key)
+                    continue
+                by_holder.setdefault(holders.pop(0), []).append(key)
+            for holder, group in by_holder.items():
+                host = sim.workers.get(holder)
+                if host is None:
+                    sim.clock.soon(failed, holder, group)
+                    continue
+                sim.network.send(self._id, holder, MESSAGE_OVERHEAD, serve, host, group,
+                                 on_fail=lambda h=holder, g=group: failed(h, g))
+
+        def serve(host: Any, group: list[str]) -> None:
+            found = {key: host.store[key] for key in group if key in host.store}
+            size = MESSAGE_OVERHEAD + sum(host.sizes.get(key, 0) for key in found)
+            sim.network.send(host.address, self._id, size, arrived, host.address, group, found,
+                             on_fail=lambda: failed(host.address, group))
+
+        def arrived(holder: str, group: list[str], found: dict) -> None:
+            data.update(found)
+            lacking = [key for key in group if key not in found]
+            outstanding.difference_update(found)
+            if lacking:
+                failed(holder, lacking)
+
+        def failed(holder: str, group: list[str]) -> None:
+            for key in group:
+                missing[key] = holder
+            ask(group)
+
+        ask(list(outstanding))
+        sim.clock.run_until(lambda: not outstanding)
+        for key in data:
+            missing.pop(key, None)
+        return data, missing
+
+    def put(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+        sim = self.sim
+        info = {key: (measure_nbytes(obj), type(obj).__name__) for key, obj in data.items()}
+        by_worker: dict[str, list[str]] = {}
+        for key, workers in placement.items():
+            for worker in workers:
+                by_worker.setdefault(worker, []).append(key)
+        waiting = set(by_worker)
+        failures: list[str] = []
+
+        def stored(worker: str) -> None:
+            waiting.discard(worker)
+
+        def failed(worker: str) -> None:
+            failures.append(worker)
+            waiting.discard(worker)
+
+        def deliver(host: Any, keys: list[str]) -> None:
+            host.put({k: data[k] for k in keys}, {k: info[k][0] for k in keys})
+            sim.network.send(host.address, self._id, MESSAGE_OVERHEAD, stored, host.address,
+                             on_fail=lambda: failed(host.address))
+
+        for worker, keys in by_worker.items():
+            host = sim.workers.get(worker)
+            if host is None:
+                failed(worker)
+                continue
+            size = MESSAGE_OVERHEAD + sum(info[k][0] for k in keys)
+            sim.network.send(self._id, worker, size, deliver, host, keys, on_fail=lambda w=worker: failed(w))
+        sim.clock.run_until(lambda: not waiting)
+        if failures:
+            raise CommClosedError(f"could not scatter to {sorted(failures)}: worker gone or unreachable")
+        return info
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        sim = self.sim
+        if not sim.closed:
+            self.send([RemoveClient(sim.clock.now, f"{self._id}-bye", self._id)])
+        self._closed = True

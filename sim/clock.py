@@ -1,0 +1,146 @@
+"""The simulation's event loop on virtual time, and blocking without deadlock.
+
+Events are ``(time, sequence, background, callback, args)`` in a heap: the
+sequence number breaks ties in scheduling order, so a run is a pure function
+of the program and the seed.  *Background* events (heartbeats, liveness
+timers) keep happening forever; a blocking call whose condition nothing
+*foreground* can bring about any more is a stall, reported instead of
+looping forever.
+
+User code blocks through :meth:`Clock.run_until`.  Called from the top (the
+user's program), it runs the loop until the condition holds.  Called from a
+task (user functions run on greenlets, see ``hosts.py``), it suspends that
+greenlet and hands control back to the loop, which resumes it once the
+condition holds: one thing runs at a time, in an order fixed by the heap.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Any, Callable
+
+from greenlet import getcurrent, greenlet
+
+from twofold.errors import SimulationStalled
+
+
+class Clock:
+    def __init__(self, stall_grace: float = 300.0) -> None:
+        self.now = 0.0
+        self._heap: list = []
+        self._seq = 0
+        self._foreground = 0
+        #: how much virtual time of only-background events we wait through
+        #: before calling a blocked wait stalled (covers liveness timeouts)
+        self.stall_grace = stall_grace
+        #: greenlets of suspended tasks: [greenlet, predicate, deadline] in arrival order
+        self._blocked: list[list] = []
+        self._loop: greenlet | None = None
+        self.events = 0
+
+    # -- scheduling ----------------------------------------------------------
+
+    def at(self, when: float, callback: Callable, *args: Any, background: bool = False) -> None:
+        """Run ``callback(*args)`` at virtual time ``when`` (never in the past)."""
+        if when < self.now:
+            when = self.now
+        self._seq += 1
+        if not background:
+            self._foreground += 1
+        heappush(self._heap, (when, self._seq, background, callback, args))
+
+    def soon(self, callback: Callable, *args: Any) -> None:
+        self.at(self.now, callback, *args)
+
+    def _step(self) -> None:
+        when, _, background, callback, args = heappop(self._heap)
+        if not background:
+            self._foreground -= 1
+        self.now = when
+        self.events += 1
+        callback(*args)
+        if self._blocked:
+            self._wake()
+
+    # -- blocking ------------------------------------------------------------
+
+    @property
+    def in_task(self) -> bool:
+        """True when called from a suspended-able task greenlet."""
+        return self._loop is not None and getcurrent() is not self._loop
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Advance the simulation until ``predicate()``; False if ``timeout`` virtual seconds pass."""
+        if predicate():
+            return True
+        deadline = None if timeout is None else self.now + timeout
+        if self.in_task:
+            return self._suspend(predicate, deadline)
+        outer = self._loop
+        self._loop = getcurrent()
+        try:
+            return self._run(predicate, deadline)
+        finally:
+            self._loop = outer
+
+    def _run(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
+        heap = self._heap
+        quiet_since = None
+        while True:
+            if predicate():
+                return True
+            if not heap:
+                self._stalled("no events are left")
+            when = heap[0][0]
+            if deadline is not None and when > deadline:
+                self.now = max(self.now, deadline)
+                return predicate()
+            if self._foreground == 0 and not self._blocked:
+                if quiet_since is None:
+                    quiet_since = self.now
+                elif when - quiet_since > self.stall_grace:
+                    self._stalled(
+                        f"only background events (heartbeats, timers) for {self.stall_grace:g} virtual seconds"
+                    )
+            else:
+                quiet_since = None
+            self._step()
+
+    def _stalled(self, why: str) -> None:
+        raise SimulationStalled(
+            f"the simulated cluster can make no more progress at t={self.now:g}: {why}. "
+            "Is there a worker that can run the task (workers=, resources=), "
+            "or is a task waiting on something that never happens?"
+        )
+
+    def _suspend(self, predicate: Callable[[], bool], deadline: float | None) -> bool:
+        me = getcurrent()
+        entry = [me, predicate, deadline]
+        self._blocked.append(entry)
+        if deadline is not None:
+            self.at(deadline, self._expire, entry)
+        return self._loop.switch()
+
+    def _expire(self, entry: list) -> None:
+        if entry in self._blocked:
+            self._blocked.remove(entry)
+            entry[0].switch(False)
+
+    def _wake(self) -> None:
+        """Resume suspended tasks whose condition now holds, oldest first."""
+        while True:
+            for entry in self._blocked:
+                if entry[1]():
+                    self._blocked.remove(entry)
+                    entry[0].switch(True)
+                    break
+            else:
+                return
+
+    def spawn(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` on a new greenlet until it returns or suspends.
+
+        Returns its result, or None if it suspended (it will be resumed by
+        the loop when what it waits for happens).
+        """
+        return greenlet(fn).switch(*args)

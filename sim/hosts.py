@@ -1,0 +1,356 @@
+"""Simulated hosts: drivers that feed the pure machines and carry out their outputs.
+
+:class:`SchedulerHost` runs a :class:`~twofold.scheduler.SchedulerState`;
+:class:`WorkerHost` runs a :class:`~twofold.worker.WorkerState`, holds the
+worker's data (real Python objects), executes user functions on greenlets
+(see ``clock.py``) taking virtual time from the duration model, serves its
+data to peers, and sends heartbeats.  A host that crashes bumps its
+*incarnation*, so completions and transfers started before the crash are
+dropped when they arrive.
+"""
+
+from __future__ import annotations
+
+import traceback as tb_module
+from typing import TYPE_CHECKING, Any
+
+from greenlet import getcurrent
+
+from twofold.client.spec import substitute
+from twofold.messages import (
+    AddWorker,
+    CloseWorker,
+    DataPut,
+    DeleteData,
+    Execute,
+    ExecuteFailure,
+    ExecuteSuccess,
+    FreeKeys,
+    GatherDeps,
+    GatherFailure,
+    GatherSuccess,
+    MissingData,
+    RejoinGranted,
+    RemoveWorker,
+    SetTimer,
+    TaskError,
+    TimerFired,
+    WorkerHeartbeat,
+    restamp,
+)
+from twofold.scheduler import SchedulerState
+from twofold.scheduler.state import key_prefix
+from twofold.sim.models import TaskInfo, function_name, measure_nbytes
+from twofold.sim.network import MESSAGE_OVERHEAD
+from twofold.worker import WorkerState
+
+if TYPE_CHECKING:
+    from twofold.sim.simulation import Simulation
+
+def message_size(msg: Any) -> int:
+    spec = getattr(msg, "run_spec", None)
+    return MESSAGE_OVERHEAD + (len(spec) if spec else 0)
+
+
+class SchedulerHost:
+    def __init__(self, sim: Simulation, state: SchedulerState) -> None:
+        self.sim = sim
+        self.address = sim.scheduler_address
+        self.state = state
+        self._sid = 0
+
+    def handle(self, msg: Any) -> None:
+        sim = self.sim
+        restamp(msg, sim.clock.now)
+        outs = self.state.handle(msg)
+        if sim.validate:
+            self.state.validate()
+        self.route(outs)
+
+    def route(self, outs: list) -> None:
+        sim = self.sim
+        send = sim.network.send
+        for out in outs:
+            cls = type(out)
+            if cls is SetTimer:
+                background = out.token.startswith("ttl:")
+                sim.clock.at(out.at, self._fire, out.token, background=background)
+            elif cls is CloseWorker:
+                host = sim.workers.get(out.worker)
+                if host is not None:
+                    send(self.address, out.worker, MESSAGE_OVERHEAD, host.closed_by_scheduler, out.reason)
+            else:
+                worker = getattr(out, "worker", None)
+                if worker is not None:
+                    host = sim.workers.get(worker)
+                    if host is not None:
+                        send(self.address, worker, message_size(out), host.handle, out)
+                else:
+                    endpoint = sim.clients.get(out.client)
+                    if endpoint is not None:
+                        send(self.address, out.client, message_size(out), endpoint.receive, out)
+
+    def _fire(self, token: str) -> None:
+        self._sid += 1
+        self.handle(TimerFired(self.sim.clock.now, f"timer-{self._sid}", token))
+
+
+class WorkerHost:
+    def __init__(
+        self,
+        sim: Simulation,
+        address: str,
+        nthreads: int,
+        resources: dict | None,
+        memory_limit: int | None,
+    ) -> None:
+        self.sim = sim
+        self.address = address
+        self.nthreads = nthreads
+        self.resources = resources
+        self.memory_limit = memory_limit
+        self.incarnation = 0
+        self.alive = False
+        self.state: WorkerState | None = None
+        self.store: dict[str, Any] = {}
+        self.sizes: dict[str, int] = {}
+        self.slots: list[str | None] = []
+        self.slot_of: dict[str, int] = {}
+        self.rejoin_granted: set[str] = set()
+        #: duration multiplier windows from cluster.slow(worker, ...)
+        self.slow: list[tuple[float, float, float]] = []
+        self._sid = 0
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        sim = self.sim
+        self.incarnation += 1
+        self.alive = True
+        self.state = WorkerState(self.address, self.nthreads, self.resources, sim.worker_config)
+        self.store = {}
+        self.sizes = {}
+        self.slots = [None] * self.nthreads
+        self.slot_of = {}
+        self.rejoin_granted = set()
+        sim.trace.fault_or_event("worker-start", self.address)
+        sim.to_scheduler(
+            self.address,
+            AddWorker(sim.clock.now, self.sid("start"), self.address, self.nthreads, self.resources,
+                      self.memory_limit, self.address),
+        )
+        self._schedule_heartbeat(self.incarnation)
+
+    def crash(self, reason: str = "crashed") -> None:
+        """The process dies: data, running tasks and connections are gone."""
+        if not self.alive:
+            return
+        sim = self.sim
+        self.alive = False
+        self.incarnation += 1
+        self.state = None
+        self.store = {}
+        self.sizes = {}
+        # the scheduler notices the broken connection after one latency
+        sched = sim.scheduler
+        clock = sim.clock
+        clock.at(
+            clock.now + sim.network.latency,
+            sched.handle,
+            RemoveWorker(clock.now, self.sid("lost"), self.address, f"connection lost ({reason})"),
+        )
+
+    def closed_by_scheduler(self, reason: str) -> None:
+        """The scheduler dropped us (missed heartbeats): start afresh and re-register."""
+        if not self.alive:
+            return
+        self.sim.trace.fault_or_event("worker-closed", self.address, reason)
+        self.alive = False
+        self.incarnation += 1
+        self.state = None
+        self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)
+
+    def _restart_if_dead(self) -> None:
+        if not self.alive and not self.sim.closed:
+            self.start()
+
+    def sid(self, what: str) -> str:
+        self._sid += 1
+        return f"{self.address}-{what}-{self._sid}"
+
+    def _schedule_heartbeat(self, incarnation: int) -> None:
+        sim = self.sim
+        sim.clock.at(sim.clock.now + sim.heartbeat_interval, self._heartbeat, incarnation, background=True)
+
+    def _heartbeat(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or not self.alive or self.sim.closed:
+            return
+        sim = self.sim
+        msg = WorkerHeartbeat(sim.clock.now, self.sid("hb"), self.address, sum(self.sizes.values()),
+                              len(self.state.executing))
+        sim.network.send(self.address, sim.scheduler_address, MESSAGE_OVERHEAD, sim.scheduler.handle, msg,
+                         background=True)
+        self._schedule_heartbeat(incarnation)
+
+    # -- the machine -----------------------------------------------------------
+
+    def handle(self, msg: Any) -> None:
+        if not self.alive:
+            return
+        sim = self.sim
+        restamp(msg, sim.clock.now)
+        outs = self.state.handle(msg)
+        if sim.validate:
+            self.state.validate()
+        self._route(outs)
+
+    def _route(self, outs: list) -> None:
+        sim = self.sim
+        for out in outs:
+            cls = type(out)
+            if cls is Execute:
+                self._execute(out)
+            elif cls is GatherDeps:
+                self._gather(out)
+            elif cls is DeleteData:
+                store, sizes = self.store, self.sizes
+                for key in out.keys:
+                    store.pop(key, None)
+                    sizes.pop(key, None)
+            elif cls is RejoinGranted:
+                self.rejoin_granted.add(out.key)
+            else:
+                sim.to_scheduler(self.address, out)
+
+    # -- execution -------------------------------------------------------------
+
+    def _execute(self, ex: Execute) -> None:
+        sim = self.sim
+        func, args, kwargs = sim.objects[ex.run_spec]
+        if ex.dependencies:
+            data = {key: self.store[key] for key in ex.dependencies}
+            args = substitute(args, data)
+            kwargs = substitute(kwargs, data)
+        slot = self._take_slot(ex.key)
+        sim.trace.task_start(self.address, slot, ex.key, sim.clock.now)
+        sim.clock.spawn(self._run, self.incarnation, ex.key, func, args, kwargs, slot)
+
+    def _take_slot(self, key: str) -> int:
+        slots = self.slots
+        for i, holder in enumerate(slots):
+            if holder is None:
+                slots[i] = key
+                self.slot_of[key] = i
+                return i
+        slots.append(key)  # a seceded task gave its slot away: trace it on an extra lane
+        self.slot_of[key] = len(slots) - 1
+        return len(slots) - 1
+
+    def _run(self, incarnation: int, key: str, func: Any, args: tuple, kwargs: dict, slot: int) -> None:
+        sim = self.sim
+        start = sim.clock.now
+        me = getcurrent()
+        me.twofold_task = (self, key)
+        error = None
+        result = None
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:  # the user's error, reported like a real worker would
+            error = exc
+        finally:
+            me.twofold_task = None
+        if incarnation != self.incarnation:
+            return
+        info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
+        duration = sim.durations.value(info, sim.default_duration) * self._slowdown()
+        sim.clock.at(sim.clock.now + duration, self._finish, incarnation, key, info, start, result, error, slot)
+
+    def _slowdown(self) -> float:
+        factor = 1.0
+        now = self.sim.clock.now
+        for f, start, end in self.slow:
+            if start <= now < end:
+                factor *= f
+        return factor
+
+    def _finish(self, incarnation: int, key: str, info: TaskInfo, start: float, result: Any,
+                error: BaseException | None, slot: int) -> None:
+        if incarnation != self.incarnation:
+            return
+        sim = self.sim
+        now = sim.clock.now
+        if self.slot_of.get(key) == slot:
+            del self.slot_of[key]
+            self.slots[slot] = None
+        sim.trace.task_stop(self.address, slot, key, start, now, error is None)
+        if error is None:
+            nbytes = sim.result_size(info, result)
+            self.store[key] = result
+            self.sizes[key] = nbytes
+            self.handle(ExecuteSuccess(now, self.sid("done"), key, nbytes, type(result).__name__, start, now))
+        else:
+            text = "".join(tb_module.format_exception(type(error), error, error.__traceback__))
+            err = TaskError(type(error).__name__, str(error), sim.put_object(error), None, text)
+            self.handle(ExecuteFailure(now, self.sid("erred"), key, err, start, now))
+
+    # -- data ------------------------------------------------------------------
+
+    def _gather(self, req: GatherDeps) -> None:
+        sim = self.sim
+        peer = sim.workers.get(req.peer)
+        incarnation = self.incarnation
+
+        def failed() -> None:
+            if incarnation == self.incarnation:
+                self.handle(GatherFailure(sim.clock.now, self.sid("gather-failed"), req.peer, req.keys))
+
+        if peer is None:
+            sim.clock.soon(failed)
+            return
+        sim.network.send(self.address, req.peer, MESSAGE_OVERHEAD, peer.serve, self, incarnation,
+                         req.keys, sim.clock.now, on_fail=failed)
+
+    def serve(self, requester: WorkerHost, incarnation: int, keys: tuple, asked: float) -> None:
+        """A peer asks for data: send what we hold."""
+        sim = self.sim
+        data = {key: self.store[key] for key in keys if key in self.store}
+        sizes = {key: self.sizes[key] for key in data}
+        missing = tuple(key for key in keys if key not in data)
+        total = sum(sizes.values())
+
+        def failed() -> None:
+            if incarnation == requester.incarnation:
+                requester.handle(GatherFailure(sim.clock.now, requester.sid("gather-failed"), self.address, keys))
+
+        sim.network.send(self.address, requester.address, MESSAGE_OVERHEAD + total, requester.gathered,
+                         incarnation, self.address, data, sizes, missing, asked, on_fail=failed)
+
+    def gathered(self, incarnation: int, peer: str, data: dict, sizes: dict, missing: tuple, asked: float) -> None:
+        if incarnation != self.incarnation:
+            return
+        sim = self.sim
+        self.store.update(data)
+        self.sizes.update(sizes)
+        if data:
+            sim.trace.transfer(peer, self.address, tuple(data), sum(sizes.values()), asked, sim.clock.now)
+        self.handle(GatherSuccess(sim.clock.now, self.sid("gathered"), peer, sizes, missing))
+
+    def put(self, data: dict, sizes: dict) -> None:
+        """A client scattered data here."""
+        if not self.alive:
+            return
+        self.store.update(data)
+        self.sizes.update(sizes)
+        self.handle(DataPut(self.sim.clock.now, self.sid("put"), dict(sizes)))
+
+    def lose_data(self) -> None:
+        """Fault: the data store is wiped while the process lives on."""
+        if not self.alive:
+            return
+        sim = self.sim
+        keys = tuple(key for key, ts in self.state.tasks.items() if ts.state == "memory")
+        self.store = {}
+        self.sizes = {}
+        self.handle(FreeKeys(sim.clock.now, self.sid("lost"), self.address, keys))
+        for key in keys:
+            sim.to_scheduler(self.address, MissingData(sim.clock.now, self.sid("lost"), self.address, key, self.address))
