@@ -1,6 +1,8 @@
 """twofold: futures on a cluster, on real machines or in a deterministic simulator."""
 
+from twofold.client import Client, Future, as_completed, default_client, fire_and_forget, get_client, wait
 from twofold.config import SchedulerConfig, WorkerConfig
+from twofold.context import rejoin, secede
 from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker
 from twofold.scheduler import SchedulerState
 from twofold.worker import WorkerState
@@ -9,6 +11,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CancelledError",
+    "Client",
+    "Future",
     "FutureLost",
     "InvalidGraph",
     "KilledWorker",
@@ -16,4 +20,11 @@ __all__ = [
     "SchedulerState",
     "WorkerConfig",
     "WorkerState",
+    "as_completed",
+    "default_client",
+    "fire_and_forget",
+    "get_client",
+    "rejoin",
+    "secede",
+    "wait",
 ]

@@ -17,7 +17,9 @@ import weakref
 from dataclasses import fields as dc_fields
 from typing import Any, Mapping
 
+from twofold.client.client import register_address
 from twofold.config import SchedulerConfig, WorkerConfig
+from twofold.sim import context as _context  # noqa: F401 - registers the task-context provider
 from twofold.sim import faults
 from twofold.sim.faults import Fault
 from twofold.sim.hosts import WorkerHost
@@ -95,6 +97,7 @@ class SimCluster:
             policy=policy,
             scheduler_address=self.scheduler_address,
         )
+        self._sim.cluster = self
         self._clients = itertools.count()
         for i in range(n_workers):
             self._add_worker(f"worker-{i}", threads_per_worker, resources, memory_limit)
@@ -229,5 +232,11 @@ def connect(address: str, client: Any):
     """Factory for ``Client("sim://...")``: join an existing simulated cluster."""
     cluster = _REGISTRY.get(address)
     if cluster is None:
-        raise ValueError(f"no simulated cluster at {address!r} in this process")
+        raise ValueError(
+            f"no simulated cluster at {address!r} in this process"
+            f" (running: {sorted(_REGISTRY) or 'none'})"
+        )
     return cluster._connect(client)
+
+
+register_address("sim://", connect)

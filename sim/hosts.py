@@ -117,6 +117,8 @@ class WorkerHost:
         self.slots: list[str | None] = []
         self.slot_of: dict[str, int] = {}
         self.rejoin_granted: set[str] = set()
+        #: the Client that tasks on this worker get from get_client()
+        self.client: Any = None
         #: duration multiplier windows from cluster.slow(worker, ...)
         self.slow: list[tuple[float, float, float]] = []
         self._sid = 0

@@ -124,7 +124,14 @@ class Model:
 
 
 def measure_nbytes(obj: Any) -> int:
-    """Bytes the object would take on the wire: its pickle, or sizeof if unpicklable."""
+    """Bytes the object would take on the wire.
+
+    An integer ``nbytes`` attribute (numpy arrays, workload payloads) wins;
+    otherwise the length of its pickle, or ``sys.getsizeof`` if unpicklable.
+    """
+    nbytes = getattr(obj, "nbytes", None)
+    if type(nbytes) is int and nbytes >= 0:
+        return nbytes
     try:
         return len(pickle.dumps(obj, protocol=5))
     except Exception:

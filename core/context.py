@@ -1,0 +1,58 @@
+"""What a running task can reach: its client, and the thread pool (secede/rejoin).
+
+Drivers register a *provider*: a function returning the current task's
+:class:`TaskContext`, or None when not called from inside one of their
+tasks (the simulator looks at the running greenlet; the socket runtime at
+the worker thread).  ``get_client()``, ``secede()`` and ``rejoin()`` ask
+the providers in turn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+
+class TaskContext(Protocol):
+    key: str
+    worker: str
+
+    def client(self) -> Any:
+        """A Client connected to the task's cluster (one per worker, reused)."""
+
+    def secede(self) -> None:
+        """Give the task's thread slot back to the worker."""
+
+    def rejoin(self) -> None:
+        """Block until the worker has a thread slot for the task again."""
+
+
+_providers: list[Callable[[], TaskContext | None]] = []
+
+
+def register_provider(provider: Callable[[], TaskContext | None]) -> None:
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def current_task() -> TaskContext | None:
+    for provider in _providers:
+        ctx = provider()
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def secede() -> None:
+    """Have this task leave the worker's thread pool while it waits (see dask's ``secede``)."""
+    ctx = current_task()
+    if ctx is None:
+        raise RuntimeError("secede() can only be called from inside a running task")
+    ctx.secede()
+
+
+def rejoin() -> None:
+    """Have this task wait for a thread slot again after ``secede()``."""
+    ctx = current_task()
+    if ctx is None:
+        raise RuntimeError("rejoin() can only be called from inside a running task")
+    ctx.rejoin()

@@ -1,0 +1,213 @@
+"""Synthetic task graphs for scheduling research, and what a run of one measured.
+
+Graphs are ``networkx.DiGraph`` DAGs whose nodes carry ``duration``
+(virtual seconds) and ``nbytes`` (result size); edges point from input to
+consumer.  :func:`run_workload` submits one to a fresh :class:`SimCluster`
+through the real Client and reports makespan, worker utilisation and bytes
+moved between workers::
+
+    g = random_layered(layers=10, width=50, seed=1)
+    report = run_workload(g, n_workers=8, threads_per_worker=2, seed=0)
+    report.makespan, report.utilization, report.bytes_moved
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from twofold.sim.models import TaskInfo
+
+
+class Payload:
+    """A stand-in result with a modelled size (``nbytes`` is what the network carries)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"Payload({self.nbytes})"
+
+
+def synthetic_task(*inputs: Any, nbytes: int = 0) -> Payload:
+    """What every node of a synthetic graph runs: nothing, producing ``nbytes``."""
+    return Payload(nbytes)
+
+
+def _annotate(g: nx.DiGraph, duration: float, nbytes: int) -> nx.DiGraph:
+    for node in g.nodes:
+        g.nodes[node].setdefault("duration", duration)
+        g.nodes[node].setdefault("nbytes", nbytes)
+    return g
+
+
+def chain(n: int, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
+    """``n`` tasks, each consuming the previous one."""
+    _positive(n=n)
+    g = nx.DiGraph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from((i, i + 1) for i in range(n - 1))
+    return _annotate(g, duration, nbytes)
+
+
+def tree(leaves: int, fan_in: int = 2, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
+    """A reduction: ``leaves`` inputs combined ``fan_in`` at a time down to one root."""
+    _positive(leaves=leaves)
+    if fan_in < 2:
+        raise ValueError(f"fan_in must be >= 2, got {fan_in}")
+    g = nx.DiGraph()
+    level = list(range(leaves))
+    g.add_nodes_from(level)
+    counter = leaves
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), fan_in):
+            node = counter
+            counter += 1
+            g.add_node(node)
+            g.add_edges_from((child, node) for child in level[i : i + fan_in])
+            nxt.append(node)
+        level = nxt
+    return _annotate(g, duration, nbytes)
+
+
+def fork_join(width: int, stages: int = 1, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
+    """``stages`` rounds of: one task fans out to ``width`` tasks, which join into one."""
+    _positive(width=width, stages=stages)
+    g = nx.DiGraph()
+    node = 0
+    g.add_node(node)
+    for _ in range(stages):
+        source = node
+        branch = list(range(node + 1, node + 1 + width))
+        join = node + 1 + width
+        g.add_edges_from((source, b) for b in branch)
+        g.add_edges_from((b, join) for b in branch)
+        node = join
+    return _annotate(g, duration, nbytes)
+
+
+def random_layered(layers: int, width: int, edge_probability: float = 0.2, seed: int = 0,
+                   duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
+    """``layers`` layers of ``width`` tasks; each task takes each task of the
+    layer before as input with ``edge_probability`` (at least one input)."""
+    _positive(layers=layers, width=width)
+    if not 0 <= edge_probability <= 1:
+        raise ValueError(f"edge_probability must be in [0, 1], got {edge_probability}")
+    rng = random.Random(seed)
+    g = nx.DiGraph()
+    previous: list[int] = []
+    node = 0
+    for _ in range(layers):
+        current = list(range(node, node + width))
+        node += width
+        g.add_nodes_from(current)
+        for task in current:
+            if previous:
+                inputs = [p for p in previous if rng.random() < edge_probability] or [rng.choice(previous)]
+                g.add_edges_from((p, task) for p in inputs)
+        previous = current
+    return _annotate(g, duration, nbytes)
+
+
+def map_reduce(maps: int, reduces: int, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
+    """``maps`` independent tasks, each read by all ``reduces`` tasks (a shuffle)."""
+    _positive(maps=maps, reduces=reduces)
+    g = nx.DiGraph()
+    mappers = list(range(maps))
+    reducers = list(range(maps, maps + reduces))
+    g.add_nodes_from(mappers + reducers)
+    g.add_edges_from((m, r) for m in mappers for r in reducers)
+    return _annotate(g, duration, nbytes)
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def submit_graph(client: Any, g: nx.DiGraph, prefix: str = "task") -> dict:
+    """Submit every node (inputs first) as ``synthetic_task``; return node -> Future.
+
+    Keys are ``f"{prefix}-{node}"``; the durations are looked up by the
+    cluster through :func:`graph_models`.
+    """
+    if not nx.is_directed_acyclic_graph(g):
+        raise ValueError("the workload graph has a cycle")
+    futures: dict = {}
+    for node in nx.topological_sort(g):
+        inputs = [futures[p] for p in sorted(g.predecessors(node), key=str)]
+        futures[node] = client.submit(synthetic_task, *inputs, key=f"{prefix}-{node}",
+                                      nbytes=int(g.nodes[node].get("nbytes", 0)))
+    return futures
+
+
+def graph_models(g: nx.DiGraph, prefix: str = "task"):
+    """The ``durations`` model for a :class:`SimCluster` running ``submit_graph(g)``."""
+    table = {f"{prefix}-{node}": float(g.nodes[node].get("duration", 0.0)) for node in g.nodes}
+
+    def duration(info: TaskInfo) -> float:
+        return table.get(info.key, 0.0)
+
+    return duration
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReport:
+    n_tasks: int
+    makespan: float
+    utilization: float
+    bytes_moved: int
+    transfers: int
+    wall_seconds: float
+    digest: str
+
+    @property
+    def tasks_per_wall_second(self) -> float:
+        return self.n_tasks / self.wall_seconds if self.wall_seconds else float("inf")
+
+
+def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2, seed: int = 0,
+                 **cluster_options: Any) -> WorkloadReport:
+    """Run ``g`` on a fresh simulated cluster and measure it."""
+    from twofold.client import Client, wait
+    from twofold.sim.cluster import SimCluster
+
+    cluster_options.setdefault("durations", graph_models(g))
+    started = time.perf_counter()
+    cluster = SimCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, seed=seed, **cluster_options)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            futures = submit_graph(client, g)
+            sinks = [futures[n] for n in g.nodes if g.out_degree(n) == 0]
+            wait(sinks)
+        wall = time.perf_counter() - started
+        tasks = cluster.records("task")
+        transfers = cluster.records("transfer")
+        if tasks:
+            first = min(t["start"] for t in tasks)
+            last = max(t["stop"] for t in tasks)
+            makespan = last - first
+            busy = sum(t["stop"] - t["start"] for t in tasks)
+            capacity = makespan * n_workers * threads_per_worker
+            utilization = busy / capacity if capacity > 0 else 1.0
+        else:
+            makespan, utilization = 0.0, 0.0
+        return WorkloadReport(
+            n_tasks=g.number_of_nodes(),
+            makespan=makespan,
+            utilization=utilization,
+            bytes_moved=sum(t["nbytes"] for t in transfers),
+            transfers=len(transfers),
+            wall_seconds=wall,
+            digest=cluster.digest(),
+        )
+    finally:
+        cluster.close()
