@@ -171,3 +171,5 @@ class SimBackend(Backend):
         if not sim.closed:
             self.send([RemoveClient(sim.clock.now, f"{self._id}-bye", self._id)])
         self._closed = True
+        # in flight messages still arrive; nothing new reaches a closed client
+        sim.clock.at(sim.clock.now + sim.network.connect_timeout, sim.dead.add, self._id, background=True)

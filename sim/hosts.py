@@ -129,6 +129,7 @@ class WorkerHost:
         sim = self.sim
         self.incarnation += 1
         self.alive = True
+        sim.dead.discard(self.address)
         self.state = WorkerState(self.address, self.nthreads, self.resources, sim.worker_config)
         self.store = {}
         self.sizes = {}
@@ -149,6 +150,7 @@ class WorkerHost:
             return
         sim = self.sim
         self.alive = False
+        sim.dead.add(self.address)
         self.incarnation += 1
         self.state = None
         self.store = {}
@@ -168,6 +170,7 @@ class WorkerHost:
             return
         self.sim.trace.fault_or_event("worker-closed", self.address, reason)
         self.alive = False
+        self.sim.dead.add(self.address)
         self.incarnation += 1
         self.state = None
         self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)

@@ -52,7 +52,8 @@ class Network:
 
     def is_down(self, src: str, dst: str) -> bool:
         sim = self.sim
-        if not sim.is_alive(src) or not sim.is_alive(dst):
+        dead = sim.dead
+        if dead and (src in dead or dst in dead):
             return True
         if self.partitions:
             now = sim.clock.now
@@ -63,11 +64,15 @@ class Network:
         return False
 
     def transit_time(self, src: str, dst: str, nbytes: int) -> float:
-        pair = frozenset((src, dst))
-        latency, bandwidth = self.overrides.get(pair, (self.latency, self.bandwidth))
+        if self.overrides:
+            pair = frozenset((src, dst))
+            latency, bandwidth = self.overrides.get(pair, (self.latency, self.bandwidth))
+        else:
+            latency, bandwidth = self.latency, self.bandwidth
         t = latency + nbytes / bandwidth
         if self.slow_links:
             now = self.sim.clock.now
+            pair = frozenset((src, dst))
             for p, factor, start, end in self.slow_links:
                 if p == pair and start <= now < end:
                     t *= factor

@@ -60,7 +60,10 @@ class Simulation:
         self.scheduler = SchedulerHost(self, state)
         self.workers: dict[str, WorkerHost] = {}
         self.clients: dict[str, Any] = {}
-        self.closed = False
+        #: addresses that cannot send or receive (crashed workers, closed clients
+        #: and, once the cluster is closed, the scheduler)
+        self.dead: set[str] = set()
+        self._closed = False
 
     # -- registry --------------------------------------------------------------
 
@@ -79,13 +82,18 @@ class Simulation:
 
     # -- routing ---------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        if value:
+            self.dead.add(self.scheduler_address)
+
     def is_alive(self, address: str) -> bool:
-        if address == self.scheduler_address:
-            return not self.closed
-        host = self.workers.get(address)
-        if host is not None:
-            return host.alive
-        return address in self.clients
+        return address not in self.dead
 
     def to_scheduler(self, src: str, msg: Any) -> None:
         self.network.send(src, self.scheduler_address, message_size(msg), self.scheduler.handle, msg)

@@ -22,7 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
-from twofold.client.future import DONE, FAILED, Future, FutureState, _NO_VALUE, iter_futures, run_callbacks
+from twofold.client.future import (
+    DONE,
+    FAILED,
+    _NO_VALUE,
+    Future,
+    FutureState,
+    all_done,
+    iter_futures,
+    run_callbacks,
+)
 from twofold.client.options import check_key, check_timeout, data_token, normalize_workers
 from twofold.errors import CancelledError, ProtocolError, TimeoutError, TwofoldError
 from twofold.messages import (
@@ -122,13 +131,7 @@ class DataMethods:
         values: dict[int, Any] = {}
         todo = states
         while todo:
-            waiting = todo
-            if skip:
-                def ready() -> bool:
-                    return all(st.status in DONE for st in waiting)
-            else:
-                def ready() -> bool:
-                    return all(st.status in DONE for st in waiting) or any(st.status in FAILED for st in waiting)
+            ready = all_done(todo, stop_on_failure=not skip)
             if not self._wait(ready, deadline):
                 left = [st.key for st in todo if st.status not in DONE]
                 raise TimeoutError(f"{len(left)} future(s) not done {_waited(timeout)}: {left[:5]}")
@@ -139,7 +142,10 @@ class DataMethods:
                         raise _Failed(st)
                 elif st.status == "finished":
                     finished.append(st)
-            todo = self._fetch_round(finished, values, deadline, timeout)
+            # states whose data was lost meanwhile are pending again: wait for them too
+            todo = self._fetch_round(finished, values, deadline, timeout) + [
+                st for st in todo if st.status not in DONE
+            ]
         return values
 
     def _fetch_round(

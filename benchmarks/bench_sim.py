@@ -1,0 +1,84 @@
+"""Simulated tasks per wall-clock second, through the real Client.
+
+    ./dev python benchmarks/bench_sim.py                 # 10k and 100k no-ops on 100 workers, 10k-task DAG
+    ./dev python benchmarks/bench_sim.py --sizes 10000 100000 1000000
+    ./dev python benchmarks/bench_sim.py --profile       # cProfile of a 20k no-op run
+
+No-op tasks: ``client.map(noop, range(n))`` then ``wait``; the DAG: a random
+layered graph (``twofold.sim.workloads``).  Invariant checks are off (they
+are O(state) per event).  Wall time here is process CPU time, which load
+from other processes on a noisy machine disturbs less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+
+def noop(x):
+    return None
+
+
+def run_noops(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float]:
+    from twofold import Client, wait
+    from twofold.sim import SimCluster
+
+    start = time.process_time()
+    cluster = SimCluster(n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
+    with Client(cluster, set_as_default=False) as client:
+        futures = client.map(noop, range(n))
+        wait(futures)
+        del futures
+    elapsed = time.process_time() - start
+    virtual = cluster.now
+    cluster.close()
+    return elapsed, virtual
+
+
+def run_dag(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float]:
+    from twofold.sim.workloads import random_layered, run_workload
+
+    layers = 20
+    g = random_layered(layers=layers, width=n // layers, edge_probability=0.05, seed=seed, duration=0.01, nbytes=1000)
+    start = time.process_time()
+    report = run_workload(g, n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
+    return time.process_time() - start, report.makespan
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--workers", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dag", type=int, default=10_000, help="tasks in the random DAG (0: skip)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(run_noops, 20_000, args.workers, args.threads)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        return
+    print(f"no-op tasks on {args.workers} simulated workers x {args.threads} thread(s), median of {args.repeat}")
+    print(f"{'tasks':>10} {'cpu s':>8} {'tasks/s':>10} {'us/task':>8} {'virtual s':>10}")
+    for n in args.sizes:
+        runs = []
+        for i in range(args.repeat):
+            print(f"  running {n:,} tasks ({i + 1}/{args.repeat}) ...", end="\r", file=sys.stderr, flush=True)
+            runs.append(run_noops(n, args.workers, args.threads))
+        t = statistics.median(r[0] for r in runs)
+        print(f"{n:>10,} {t:>8.2f} {n / t:>10,.0f} {t / n * 1e6:>8.1f} {runs[0][1]:>10.3f}")
+    if args.dag:
+        print(f"random layered DAG, {args.dag:,} tasks, 20 layers, on {args.workers} workers")
+        t, makespan = run_dag(args.dag, args.workers, args.threads)
+        print(f"{args.dag:>10,} {t:>8.2f} {args.dag / t:>10,.0f} {t / args.dag * 1e6:>8.1f} {makespan:>10.3f}")
+
+
+if __name__ == "__main__":
+    main()
