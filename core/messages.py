@@ -13,6 +13,9 @@ Rules:
   :func:`loads` round-trip every message exactly.
 * User functions, arguments and results are opaque bytes, with a size and a
   type name: the machines never unpickle them.
+* An output carries the ``stimulus_id`` of the event that caused it, so a
+  reply can be matched to its request (the Client relies on this to tell a
+  late ``GraphRefused``/``KeyCancelled`` from one about a newer submission).
 
 Messages flow scheduler -> worker (``worker`` field names the destination),
 scheduler -> client (``client`` field), worker -> scheduler (``worker`` field
@@ -226,7 +229,11 @@ class ScatterRequest(Message):
 
 @message
 class UpdateData(Message):
-    """The client has put these keys on these workers (after ScatterPlan)."""
+    """The client has put these keys on these workers (after ScatterPlan).
+
+    Each item adds one reference for the client, also for keys it already
+    holds (the client balances that with a ReleaseKeys).
+    """
 
     client: str
     keys: tuple[ScatteredKey, ...]

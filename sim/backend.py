@@ -88,14 +88,15 @@ class SimBackend(Backend):
         for key, holders in pending.items():
             if not holders:
                 missing[key] = ""
-        outstanding = {key for key, holders in pending.items() if holders}
+        # a dict as an ordered set: asking in hash order would differ between processes
+        outstanding = {key: None for key, holders in pending.items() if holders}
 
         def ask(keys: list[str]) -> None:
             by_holder: dict[str, list[str]] = {}
             for key in keys:
                 holders = pending[key]
                 if not holders:
-                    outstanding.discard(key)
+                    outstanding.pop(key, None)
                     continue
                 by_holder.setdefault(holders.pop(0), []).append(key)
             for holder, group in by_holder.items():
@@ -115,7 +116,8 @@ class SimBackend(Backend):
         def arrived(holder: str, group: list[str], found: dict) -> None:
             data.update(found)
             lacking = [key for key in group if key not in found]
-            outstanding.difference_update(found)
+            for key in found:
+                outstanding.pop(key, None)
             if lacking:
                 failed(holder, lacking)
 

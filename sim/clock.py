@@ -16,6 +16,8 @@ condition holds: one thing runs at a time, in an order fixed by the heap.
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
 from heapq import heappop, heappush
 from typing import Any, Callable
 
@@ -96,7 +98,8 @@ class Clock:
             if deadline is not None and when > deadline:
                 self.now = max(self.now, deadline)
                 return predicate()
-            if self._foreground == 0 and not self._blocked:
+            if self._foreground == 0 and not self._blocked and deadline is None:
+                # (with a deadline, a wait that cannot succeed simply times out)
                 if quiet_since is None:
                     quiet_since = self.now
                 elif when - quiet_since > self.stall_grace:
@@ -145,17 +148,41 @@ class Clock:
         happens.  Greenlets are pooled: switching into an idle one costs
         less than creating a new one for every task.
         """
-        g = self._idle.pop() if self._idle else greenlet(self._pooled)
+        g = self._idle.pop() if self._idle else greenlet(partial(_pooled, weakref.ref(self)))
         g.parent = getcurrent()
         g.switch(fn, args)
 
-    def _pooled(self, fn: Callable, args: tuple) -> None:
-        me = getcurrent()
-        idle = self._idle
-        while True:
-            try:
-                fn(*args)
-            finally:
-                fn = args = None
-            idle.append(me)
-            fn, args = me.parent.switch()
+    def abort(self, owner: Any) -> None:
+        """End the suspended tasks of ``owner`` (a worker that died): their
+        blocking call raises GreenletExit, which user code does not catch."""
+        doomed = [e for e in self._blocked if (getattr(e[0], "twofold_task", None) or (None,))[0] is owner]
+        for entry in doomed:
+            self._blocked.remove(entry)
+            entry[0].throw()
+
+    def close(self) -> None:
+        """End the pooled greenlets (they hold stacks)."""
+        idle, self._idle = self._idle, []
+        for g in idle:
+            g.throw()
+
+
+def _pooled(clock_ref: weakref.ref, fn: Callable, args: tuple) -> None:
+    """A pooled greenlet's life: run a task, go idle, wait for the next.
+
+    It keeps only a weak reference to its clock and no reference to itself
+    in its frame: a suspended greenlet's frame is invisible to the garbage
+    collector, so a cycle through it would keep a whole simulation alive.
+    """
+    while True:
+        try:
+            fn(*args)
+        finally:
+            fn = args = None
+        clock = clock_ref()
+        if clock is None:
+            return
+        clock._idle.append(getcurrent())
+        parent = getcurrent().parent
+        del clock
+        fn, args = parent.switch()

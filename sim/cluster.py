@@ -13,6 +13,7 @@ same program with the same seed gives the same trace, and so the same
 from __future__ import annotations
 
 import itertools
+import random
 import weakref
 from dataclasses import fields as dc_fields
 from typing import Any, Mapping
@@ -107,8 +108,11 @@ class SimCluster:
             sim = self._sim
             sim.network.delay_probability = float(rates.get("delay", 0.0))
             sim.network.max_delay = float(rates.get("max_delay", 0.01))
+            # a generator of its own: the plan does not disturb the run's other
+            # draws, so replaying it with faults_plan= gives the same run
+            plan_rng = random.Random(f"twofold-faults-{seed}")
             self.fault_plan.extend(
-                faults.draw_plan(sim.rng, self.workers, self.scheduler_address, rates,
+                faults.draw_plan(plan_rng, self.workers, faults.SCHEDULER, rates,
                                  float(rates.get("horizon", 60.0)), restart_delay)
             )
         if faults_plan:
@@ -160,7 +164,7 @@ class SimCluster:
     def partition(self, a: str, b: str, start: float, end: float) -> None:
         """The link between ``a`` and ``b`` (workers or the scheduler) is down in [start, end)."""
         for x in (a, b):
-            if x != self.scheduler_address:
+            if x not in (self.scheduler_address, faults.SCHEDULER):
                 self._check_worker(x)
         self._plan(Fault("partition", a, start, end=end, peer=b))
 
@@ -215,6 +219,7 @@ class SimCluster:
 
     def close(self) -> None:
         self._sim.closed = True
+        self._sim.clock.close()
         _REGISTRY.pop(self.scheduler_address, None)
 
     def __enter__(self) -> SimCluster:

@@ -49,10 +49,23 @@ class Fault:
             raise ValueError("a slow-down needs an end time and a factor > 0")
 
 
+#: fault targets may name the scheduler symbolically, so plans replay on any cluster
+SCHEDULER = "scheduler"
+
+
 def apply(cluster: SimCluster, fault: Fault) -> None:
     """Schedule ``fault`` on the cluster's clock."""
     sim = cluster._sim
     clock = sim.clock
+    if SCHEDULER in (fault.target, fault.peer):
+        fault = Fault(
+            fault.kind,
+            sim.scheduler_address if fault.target == SCHEDULER else fault.target,
+            fault.at,
+            fault.end,
+            sim.scheduler_address if fault.peer == SCHEDULER else fault.peer,
+            fault.factor,
+        )
     if fault.kind != "partition" and not (fault.kind == "slow" and fault.peer is not None):
         cluster._check_worker(fault.target)
     if fault.kind == "crash":
@@ -103,6 +116,7 @@ def _note(cluster: SimCluster, what: str, target: str, detail: str) -> None:
 
 def draw_plan(rng: random.Random, workers: list[str], scheduler: str, rates: Mapping[str, float],
               horizon: float, restart_delay: float) -> list[Fault]:
+    # (``scheduler`` is normally the symbolic SCHEDULER, so the plan replays on any cluster)
     """A random fault plan: each kind arrives as a Poisson process at its rate
     (per worker per virtual second) until ``horizon``."""
     unknown = set(rates) - set(KINDS) - {"delay", "max_delay", "horizon"}

@@ -155,6 +155,7 @@ class WorkerHost:
         self.state = None
         self.store = {}
         self.sizes = {}
+        sim.clock.abort(self)
         # the scheduler notices the broken connection after one latency
         sched = sim.scheduler
         clock = sim.clock
@@ -173,6 +174,7 @@ class WorkerHost:
         self.sim.dead.add(self.address)
         self.incarnation += 1
         self.state = None
+        self.sim.clock.abort(self)
         self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)
 
     def _restart_if_dead(self) -> None:

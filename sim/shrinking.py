@@ -56,6 +56,10 @@ class _Oracle:
     def replays(self) -> int:
         return len(self._memo)
 
+    def known(self, kept: Sequence[int]) -> bool:
+        """Was this sub-plan really replayed (not refused for lack of budget)?"""
+        return tuple(sorted(kept)) in self._memo
+
     def __call__(self, kept: Sequence[int]) -> bool:
         kept = tuple(sorted(kept))
         known = self._memo.get(kept)
@@ -94,15 +98,12 @@ def shrink_plan(
     if failed_before is not None and failed_before < n and oracle(tuple(range(failed_before))):
         universe = tuple(range(failed_before))
     if len(universe) > 1:
-        found = _hypothesis_search(universe, oracle)
-        if found is not None and oracle(found):
-            universe = found
-    kept = oracle.best if oracle.best is not None and set(oracle.best) <= set(universe) else universe
-    kept, minimal = _one_at_a_time(list(kept), oracle)
+        _hypothesis_search(universe, oracle)  # every failing sub-plan it meets updates oracle.best
+    kept, minimal = _one_at_a_time(list(oracle.best), oracle)
     return ShrinkResult(tuple(kept), oracle.replays, minimal, oracle.exhausted)
 
 
-def _hypothesis_search(universe: tuple[int, ...], oracle: _Oracle) -> tuple[int, ...] | None:
+def _hypothesis_search(universe: tuple[int, ...], oracle: _Oracle) -> None:
     try:
         from hypothesis import HealthCheck, Phase, Verbosity, find, settings
         from hypothesis import strategies as st
@@ -125,10 +126,9 @@ def _hypothesis_search(universe: tuple[int, ...], oracle: _Oracle) -> tuple[int,
         verbosity=Verbosity.quiet,
     )
     try:
-        mask = find(st.tuples(*[st.booleans()] * len(universe)), condition, settings=options)
+        find(st.tuples(*[st.booleans()] * len(universe)), condition, settings=options)
     except NoSuchExample:
-        return None
-    return tuple(i for i, keep in zip(universe, mask) if keep)
+        pass  # nothing failing among the random sub-plans: the final pass starts from the best known
 
 
 def _one_at_a_time(kept: list[int], oracle: _Oracle) -> tuple[list[int], bool]:
@@ -142,7 +142,5 @@ def _one_at_a_time(kept: list[int], oracle: _Oracle) -> tuple[list[int], bool]:
                 kept = trial
                 progress = True
                 break
-    if oracle.exhausted:
-        # a refusal for lack of budget is not a "passes": minimality is unproven
-        return kept, False
-    return kept, True
+    # a trial refused for lack of budget is not a pass: then minimality is unproven
+    return kept, all(oracle.known([k for k in kept if k != i]) for i in kept)

@@ -87,9 +87,16 @@ class Trace:
         return h.hexdigest()
 
     def plot(self, ax: Any = None, title: str | None = None):
-        """Draw the task stream (one lane per worker thread) with matplotlib."""
+        """Draw the task stream with matplotlib: one lane per worker thread,
+        one bar per task run (coloured by key prefix, failed runs black),
+        dashed red lines at faults.  Returns the Axes.
+
+        Bars are drawn as one collection per (lane, colour), so charts of
+        thousands of tasks stay quick to build.
+        """
         try:
             import matplotlib.pyplot as plt
+            from matplotlib.patches import Patch
         except ImportError as exc:  # optional extra
             raise ImportError("plotting needs matplotlib: pip install 'twofold[plot]'") from exc
         tasks = self.records("task")
@@ -98,19 +105,32 @@ class Trace:
         lanes = sorted({(t["worker"], t["slot"]) for t in tasks}, key=lambda lane: (_natural(lane[0]), lane[1]))
         row = {lane: i for i, lane in enumerate(lanes)}
         prefixes: dict[str, int] = {}
-        cmap = plt.get_cmap("tab20")
+        failed = False
+        bars: dict[tuple, list] = {}  # (row, colour index or -1 for failed) -> [(start, width)]
         for t in tasks:
             prefix = t["key"].rpartition("-")[0] or t["key"]
-            color = cmap(prefixes.setdefault(prefix, len(prefixes)) % 20) if t["ok"] else "black"
-            ax.broken_barh([(t["start"], max(t["stop"] - t["start"], 1e-9))], (row[(t["worker"], t["slot"])] - 0.4, 0.8),
-                           facecolors=color)
+            colour = prefixes.setdefault(prefix, len(prefixes)) % 20
+            if not t["ok"]:
+                colour, failed = -1, True
+            bars.setdefault((row[(t["worker"], t["slot"])], colour), []).append(
+                (t["start"], max(t["stop"] - t["start"], 1e-9)))
+        cmap = plt.get_cmap("tab20")
+        for (lane, colour), spans in bars.items():
+            ax.broken_barh(spans, (lane - 0.4, 0.8), facecolors="black" if colour < 0 else cmap(colour),
+                           edgecolors="white", linewidths=0.5)
         for f in self.records("fault"):
             if f["what"] not in ("worker-start",):
                 ax.axvline(f["time"], color="red", linewidth=0.8, linestyle="--")
         ax.set_yticks(range(len(lanes)))
         ax.set_yticklabels([f"{w}/{s}" for w, s in lanes])
+        ax.set_ylim(-0.6, max(len(lanes), 1) - 0.4)
         ax.set_xlabel("virtual time (s)")
         ax.set_title(title or "task stream")
+        if len(prefixes) > 1 or failed:
+            handles = [Patch(color=cmap(i % 20), label=p) for p, i in list(prefixes.items())[:20]]
+            if failed:
+                handles.append(Patch(color="black", label="failed"))
+            ax.legend(handles=handles, loc="upper right", fontsize="small")
         return ax
 
 

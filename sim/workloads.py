@@ -6,16 +6,27 @@ consumer.  :func:`run_workload` submits one to a fresh :class:`SimCluster`
 through the real Client and reports makespan, worker utilisation and bytes
 moved between workers::
 
+    from twofold.scheduler.placement import RoundRobin
+
     g = random_layered(layers=10, width=50, seed=1)
-    report = run_workload(g, n_workers=8, threads_per_worker=2, seed=0)
+    report = run_workload(g, n_workers=8, threads_per_worker=2, seed=0, policy=RoundRobin)
     report.makespan, report.utilization, report.bytes_moved
+    report.trace.plot()                     # the task stream (needs matplotlib)
+
+Generators check their arguments (``ValueError``/``TypeError`` naming the
+argument) and give every node the same ``duration`` and ``nbytes``; set the
+node attributes afterwards for per-task costs (``g.nodes[n]["duration"] =
+...``), which :func:`run_workload` reads node by node.  Keys are
+``task-<node>``, so a graph's tasks all share the prefix ``task`` (one
+duration estimate on the scheduler).
 """
 
 from __future__ import annotations
 
+import numbers
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -41,6 +52,8 @@ def synthetic_task(*inputs: Any, nbytes: int = 0) -> Payload:
 
 
 def _annotate(g: nx.DiGraph, duration: float, nbytes: int) -> nx.DiGraph:
+    _check_duration(duration)
+    _check_nbytes(nbytes)
     for node in g.nodes:
         g.nodes[node].setdefault("duration", duration)
         g.nodes[node].setdefault("nbytes", nbytes)
@@ -59,8 +72,8 @@ def chain(n: int, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
 def tree(leaves: int, fan_in: int = 2, duration: float = 0.1, nbytes: int = 1000) -> nx.DiGraph:
     """A reduction: ``leaves`` inputs combined ``fan_in`` at a time down to one root."""
     _positive(leaves=leaves)
-    if fan_in < 2:
-        raise ValueError(f"fan_in must be >= 2, got {fan_in}")
+    if not _is_int(fan_in) or fan_in < 2:
+        raise ValueError(f"fan_in must be an int >= 2, got {fan_in!r}")
     g = nx.DiGraph()
     level = list(range(leaves))
     g.add_nodes_from(level)
@@ -98,8 +111,10 @@ def random_layered(layers: int, width: int, edge_probability: float = 0.2, seed:
     """``layers`` layers of ``width`` tasks; each task takes each task of the
     layer before as input with ``edge_probability`` (at least one input)."""
     _positive(layers=layers, width=width)
-    if not 0 <= edge_probability <= 1:
-        raise ValueError(f"edge_probability must be in [0, 1], got {edge_probability}")
+    if not _is_real(edge_probability) or not 0 <= edge_probability <= 1:
+        raise ValueError(f"edge_probability must be a number in [0, 1], got {edge_probability!r}")
+    if not _is_int(seed):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     rng = random.Random(seed)
     g = nx.DiGraph()
     previous: list[int] = []
@@ -127,10 +142,28 @@ def map_reduce(maps: int, reduces: int, duration: float = 0.1, nbytes: int = 100
     return _annotate(g, duration, nbytes)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _positive(**values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
+        if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_duration(duration: Any) -> None:
+    if not _is_real(duration) or not 0 <= duration < float("inf"):
+        raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
+
+
+def _check_nbytes(nbytes: Any) -> None:
+    if not _is_int(nbytes) or nbytes < 0:
+        raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
 
 
 def submit_graph(client: Any, g: nx.DiGraph, prefix: str = "task") -> dict:
@@ -139,14 +172,31 @@ def submit_graph(client: Any, g: nx.DiGraph, prefix: str = "task") -> dict:
     Keys are ``f"{prefix}-{node}"``; the durations are looked up by the
     cluster through :func:`graph_models`.
     """
-    if not nx.is_directed_acyclic_graph(g):
-        raise ValueError("the workload graph has a cycle")
+    _check_graph(g, prefix)
     futures: dict = {}
     for node in nx.topological_sort(g):
         inputs = [futures[p] for p in sorted(g.predecessors(node), key=str)]
         futures[node] = client.submit(synthetic_task, *inputs, key=f"{prefix}-{node}",
                                       nbytes=int(g.nodes[node].get("nbytes", 0)))
     return futures
+
+
+def _check_graph(g: Any, prefix: str) -> None:
+    if not isinstance(g, nx.DiGraph):
+        raise TypeError(f"a workload is a networkx.DiGraph, got {type(g).__name__}")
+    if not nx.is_directed_acyclic_graph(g):
+        raise ValueError(f"the workload graph has a cycle, e.g. {nx.find_cycle(g)}")
+    seen: dict[str, Any] = {}
+    for node, attrs in g.nodes(data=True):
+        key = f"{prefix}-{node}"
+        if key in seen:
+            raise ValueError(f"nodes {seen[key]!r} and {node!r} would both get the key {key!r}; rename one")
+        seen[key] = node
+        try:
+            _check_duration(attrs.get("duration", 0.0))
+            _check_nbytes(attrs.get("nbytes", 0))
+        except ValueError as exc:
+            raise ValueError(f"node {node!r}: {exc}") from None
 
 
 def graph_models(g: nx.DiGraph, prefix: str = "task"):
@@ -161,6 +211,16 @@ def graph_models(g: nx.DiGraph, prefix: str = "task"):
 
 @dataclass(frozen=True, slots=True)
 class WorkloadReport:
+    """What one run of a workload measured (all times are virtual seconds).
+
+    ``makespan``: from the first task's start to the last task's stop.
+    ``utilization``: busy thread-seconds over ``makespan`` x all threads.
+    ``bytes_moved``/``transfers``: result data fetched between workers
+    (the ``transfer`` records; control messages are not counted).
+    ``trace``: the run's :class:`~twofold.sim.trace.Trace`, for
+    ``report.trace.plot()`` and ``report.trace.records()``.
+    """
+
     n_tasks: int
     makespan: float
     utilization: float
@@ -168,18 +228,37 @@ class WorkloadReport:
     transfers: int
     wall_seconds: float
     digest: str
+    trace: Any = field(default=None, repr=False, compare=False)
 
     @property
     def tasks_per_wall_second(self) -> float:
         return self.n_tasks / self.wall_seconds if self.wall_seconds else float("inf")
 
+    @property
+    def placement(self) -> dict[str, str]:
+        """Task key -> the worker that (last) ran it."""
+        if self.trace is None:
+            return {}
+        return {t["key"]: t["worker"] for t in self.trace.records("task")}
+
 
 def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2, seed: int = 0,
                  **cluster_options: Any) -> WorkloadReport:
-    """Run ``g`` on a fresh simulated cluster and measure it."""
+    """Run ``g`` on a fresh simulated cluster and measure it.
+
+    ``cluster_options`` go to :class:`~twofold.sim.cluster.SimCluster`
+    (``latency``, ``bandwidth``, ``validate``, ``durations`` to override the
+    graph's, ...).  ``policy`` may be a placement policy *class*, which is
+    instantiated for this run: policies can keep state (``RoundRobin``
+    does), so reusing one instance across runs makes them depend on each other.
+    """
     from twofold.client import Client, wait
     from twofold.sim.cluster import SimCluster
 
+    _check_graph(g, "task")
+    policy = cluster_options.get("policy")
+    if isinstance(policy, type):
+        cluster_options["policy"] = policy()
     cluster_options.setdefault("durations", graph_models(g))
     started = time.perf_counter()
     cluster = SimCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, seed=seed, **cluster_options)
@@ -200,6 +279,9 @@ def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2,
             utilization = busy / capacity if capacity > 0 else 1.0
         else:
             makespan, utilization = 0.0, 0.0
+        trace = cluster.trace
+        end = cluster.now
+        trace.clock_now = lambda: end  # so the report's trace holds no reference to the simulation
         return WorkloadReport(
             n_tasks=g.number_of_nodes(),
             makespan=makespan,
@@ -208,6 +290,7 @@ def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2,
             transfers=len(transfers),
             wall_seconds=wall,
             digest=cluster.digest(),
+            trace=trace,
         )
     finally:
         cluster.close()

@@ -669,6 +669,18 @@ def test_refused_graph_errs_its_futures_and_takes_no_reference(cb):
 # --------------------------------------------------------------------------
 
 
+def test_temporary_future_argument_is_not_released_before_its_dependent_arrives(cb):
+    c, b = cb
+    outer = c.submit(inc, c.submit(inc, 1))  # the inner future is dropped while submitting
+    gc.collect()
+    c._flush()
+    msgs = [m for batch in b.sends for m in batch]
+    graph_at = max(i for i, m in enumerate(msgs) if isinstance(m, UpdateGraph) and outer.key in m.wanted)
+    dep = next(m for m in msgs if isinstance(m, UpdateGraph) and outer.key in m.wanted).tasks[-1].dependencies[0]
+    releases = [i for i, m in enumerate(msgs) if isinstance(m, ReleaseKeys) and dep in m.keys]
+    assert releases and all(i > graph_at for i in releases)
+
+
 def test_release_on_garbage_collection_rides_with_the_next_send(cb):
     c, b = cb
     f = c.submit(inc, 1)
@@ -683,7 +695,8 @@ def test_release_on_garbage_collection_rides_with_the_next_send(cb):
     del f2
     gc.collect()
     g = c.submit(inc, 100)
-    release, graph = b.sends[-1]
+    # the release follows the new graph: a dropped future may be its dependency
+    graph, release = b.sends[-1]
     assert release == ReleaseKeys(release.now, release.stimulus_id, CID, (key,))
     sid_ok(release, "release")
     assert graph.wanted == (g.key,)

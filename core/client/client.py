@@ -368,11 +368,16 @@ class Client(DataMethods):
         return released
 
     def _send(self, msgs: list) -> None:
-        """Send ``msgs`` (under the lock), preceded by any pending releases."""
+        """Send ``msgs`` (under the lock), followed by any pending releases.
+
+        Releases go last: a future dropped while building these messages
+        (``client.submit(f, client.submit(g))``) may be a dependency of them,
+        and the scheduler must see the graph before it lets go of the key.
+        """
         released = self._settle_drops()
         if released:
             _, sid = self._next_sid("release")
-            msgs.insert(0, ReleaseKeys(self._backend.now(), sid, self.id, tuple(released)))
+            msgs.append(ReleaseKeys(self._backend.now(), sid, self.id, tuple(released)))
         if msgs:
             self._backend.send(msgs)
 

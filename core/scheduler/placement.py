@@ -60,5 +60,6 @@ class RoundRobin:
         ordered = sorted(candidates, key=lambda ws: ws.order)
         if not ordered:
             return None
+        choice = ordered[self._turn % len(ordered)]
         self._turn += 1
-        return ordered[self._turn % len(ordered)]
+        return choice
