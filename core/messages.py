@@ -467,6 +467,14 @@ class KeyLost(Message):
 
 
 @message
+class KeyRetried(Message):
+    """The erred key is being computed again (it, or what it inherited its error from, was retried)."""
+
+    client: str
+    key: Key
+
+
+@message
 class GraphRefused(Message):
     """The whole UpdateGraph was refused; nothing changed."""
 
@@ -516,6 +524,13 @@ class DataPut(Message):
     """A client stored these keys on this worker (scatter); driver holds data."""
 
     nbytes: dict[Key, int]
+
+
+@message
+class DataLost(Message):
+    """The driver's store lost these keys (disk or memory fault); the process lives on."""
+
+    keys: tuple[Key, ...]
 
 
 @message

@@ -48,6 +48,13 @@ class SimBackend(Backend):
     def set_receiver(self, receiver: Callable[[Message], None]) -> None:
         self._receiver = receiver
 
+    def flush_client(self) -> None:
+        """Let the client send what it batched (releases of dropped futures)."""
+        owner = getattr(self._receiver, "__self__", None)
+        flush = getattr(owner, "_flush", None)
+        if flush is not None and not self._closed:
+            flush()
+
     def receive(self, msg: Message) -> None:
         if self._receiver is not None and not self._closed:
             self._receiver(msg)

@@ -191,6 +191,8 @@ class SimCluster:
     def run(self, until: float) -> None:
         """Advance virtual time to ``until`` (running everything due before it)."""
         clock = self._sim.clock
+        for backend in list(self._sim.clients.values()):
+            backend.flush_client()  # dropped futures are released while time passes
         clock.run_until(lambda: False, timeout=max(0.0, until - clock.now))
 
     # -- the record --------------------------------------------------------------

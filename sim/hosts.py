@@ -20,6 +20,7 @@ from twofold.client.spec import substitute
 from twofold.messages import (
     AddWorker,
     CloseWorker,
+    DataLost,
     DataPut,
     DeleteData,
     Execute,
@@ -358,6 +359,6 @@ class WorkerHost:
         keys = tuple(key for key, ts in self.state.tasks.items() if ts.state == "memory")
         self.store = {}
         self.sizes = {}
-        self.handle(FreeKeys(sim.clock.now, self.sid("lost"), self.address, keys))
+        self.handle(DataLost(sim.clock.now, self.sid("lost"), keys))
         for key in keys:
             sim.to_scheduler(self.address, MissingData(sim.clock.now, self.sid("lost"), self.address, key, self.address))

@@ -14,6 +14,7 @@ import pytest
 
 from twofold.config import SchedulerConfig
 from twofold.messages import (
+    KeyRetried,
     AddReplicas,
     AddWorker,
     CancelKeys,
@@ -217,7 +218,7 @@ def test_retry_keys_on_a_dependent_reruns_the_blamed_task():
     s.submit(T("a-1"), T("b-1", "a-1"), wanted=["b-1"])
     s.fail("w0", "a-1")
     outs = s(RetryKeys, client="c", keys=("b-1",))
-    assert outs == [compute("w0", "a-1", (0, 1))]
+    assert outs == [X(KeyRetried, client="c", key="b-1"), compute("w0", "a-1", (0, 1))]
     assert s.states() == {"a-1": "processing", "b-1": "waiting"}
     assert s.state.tasks["b-1"].error is None and s.state.tasks["b-1"].blamed is None
     assert s.finish("w0", "a-1") == [compute("w0", "b-1", (0, 2), {"a-1": ("w0",)}, {"a-1": 8})]

@@ -22,6 +22,7 @@ from twofold.messages import (
     KeyErred,
     KeyInMemory,
     KeyLost,
+    KeyRetried,
     MissingData,
     RefreshWhoHas,
     ReleaseKeys,
@@ -426,7 +427,7 @@ def test_retry_after_the_dependencys_worker_died():
     assert s.fail("w1", "y-1") == [X(KeyErred, client="c", key="y-1", error=BOOM, blamed="y-1")]
     assert s(RemoveWorker, worker="w0") == [X(KeyLost, client="c", key="x-1"),
                                             compute("w1", "x-1", (0, 1))]
-    assert s(RetryKeys, client="c", keys=("y-1",)) == []
+    assert s(RetryKeys, client="c", keys=("y-1",)) == [X(KeyRetried, client="c", key="y-1")]
     assert s.states() == {"x-1": "processing", "y-1": "waiting"}
     assert s.finish("w1", "x-1") == [
         in_memory("c", "x-1"), compute("w1", "y-1", (0, 2), {"x-1": ("w1",)}, {"x-1": 8})]

@@ -49,6 +49,7 @@ from twofold.messages import (
     KeyErred,
     KeyInMemory,
     KeyLost,
+    KeyRetried,
     Message,
     ReleaseKeys,
     RemoveClient,
@@ -453,6 +454,12 @@ class Client(DataMethods):
         st = self._states.get(msg.key)
         return st.fail(msg.error) if st is not None else []
 
+    def _on_retried(self, msg: KeyRetried) -> list:
+        st = self._states.get(msg.key)
+        if st is not None and st.status == "error":
+            st.reset()
+        return []
+
     def _on_lost(self, msg: KeyLost) -> list:
         st = self._states.get(msg.key)
         if st is not None:
@@ -690,6 +697,7 @@ _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
     KeyErred: Client._on_erred,
     KeyCancelled: Client._on_cancelled,
     KeyLost: Client._on_lost,
+    KeyRetried: Client._on_retried,
     GraphRefused: Client._on_refused,
     WhoHasReply: Client._on_reply,
     ScatterPlan: Client._on_reply,

@@ -19,8 +19,9 @@ from twofold.messages import (
     GraphRefused,
     KeyCancelled,
     KeyErred,
-    KeyInMemory,
     AcquireReplicas,
+    KeyInMemory,
+    KeyRetried,
     ReleaseKeys,
     RemoveClient,
     RemoveReplicas,
@@ -294,7 +295,8 @@ class ClientHandlers:
             self._transitions(recs)
 
     def _on_retry_keys(self: SchedulerState, event: RetryKeys) -> None:
-        """Put erred keys, and the erred tasks they inherited the error from, back to work."""
+        """Put erred keys back to work, with the erred tasks they inherited the
+        error from and the erred tasks that inherited it from them."""
         roots: dict[TaskState, None] = {}
         stack = [self.tasks[key] for key in event.keys if key in self.tasks]
         while stack:
@@ -303,8 +305,20 @@ class ClientHandlers:
                 continue
             roots[ts] = None
             stack.extend(ts.dependencies)
+        blamed = {ts.key for ts in roots}
+        stack = [dts for ts in roots for dts in ts.dependents]
+        while stack:
+            ts = stack.pop()
+            if ts.state != "erred" or ts in roots or ts.blamed not in blamed:
+                continue
+            roots[ts] = None
+            stack.extend(ts.dependents)
         recs: Recs = {}
+        outs = self._outs
         for ts in roots:
+            for client in ts.who_wants:
+                if client != FIRE_AND_FORGET:
+                    outs.append(KeyRetried(self._now, self._sid, client, ts.key))
             self._transition(ts, "released", recs)
         for ts in roots:
             if ts.state == "released" and (ts.who_wants or ts.waiters):

@@ -81,6 +81,8 @@ class WorkerHandlers:
         if self.unrunnable:
             recs: Recs = dict.fromkeys(self.unrunnable, "processing")
             self._transitions(recs)
+        if not self._steal_armed and any(w.processing for w in self.workers.values()):
+            self._arm_stealing()  # the newcomer may take over queued work
         if self._pending_scatters:
             pending, self._pending_scatters = self._pending_scatters, []
             for request in pending:

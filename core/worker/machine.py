@@ -23,6 +23,7 @@ from twofold.messages import (
     AcquireReplicas,
     AddReplicas,
     ComputeTask,
+    DataLost,
     DataPut,
     DeleteData,
     Execute,
@@ -505,6 +506,25 @@ class WorkerState(Transfers):
             ts.unowned = False
             self._put_in_memory(ts, nbytes)
 
+    def _on_data_lost(self, ev: DataLost) -> None:
+        """The store lost these keys: stop claiming them; refetch what is still needed here."""
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "memory":
+                continue
+            ts.unowned = False
+            if self._needed_locally(ts):
+                self._set(ts, "released")
+                for dts in ts.dependents:
+                    if dts.state in ("ready", "constrained"):
+                        self._unqueue(dts)
+                        self._set(dts, "waiting")
+                    if dts.state == "waiting":
+                        dts.waiting_on[ts] = None
+                self._want_fetch(ts, report=True, errant=self.address)
+            else:
+                self._forget(ts)
+
     def _on_acquire_replicas(self, ev: AcquireReplicas) -> None:
         for key, holders in ev.who_has.items():
             ts = self._task(key)
@@ -554,6 +574,7 @@ _HANDLERS: dict[type, Callable[[Any, Any], None]] = {
     Secede: WorkerState._on_secede,
     Rejoin: WorkerState._on_rejoin,
     DataPut: WorkerState._on_data_put,
+    DataLost: WorkerState._on_data_lost,
     AcquireReplicas: WorkerState._on_acquire_replicas,
     RemoveReplicas: WorkerState._on_remove_replicas,
     RefreshWhoHas: WorkerState._on_refresh_who_has,
