@@ -305,6 +305,8 @@ class TaskFinished(Message):
     start: float = 0.0
     stop: float = 0.0
     inline: bytes | None = None
+    #: the ComputeTask's run_id: tells this run's result from an abandoned one's
+    run_id: int = -1
 
 
 @message
@@ -314,6 +316,7 @@ class TaskErred(Message):
     error: TaskError
     start: float = 0.0
     stop: float = 0.0
+    run_id: int = -1
 
 
 @message
@@ -378,6 +381,8 @@ class ComputeTask(Message):
     actor: bool = False
     #: inputs that are actors: passed as handles, never fetched
     actor_deps: tuple[Key, ...] = ()
+    #: this assignment's number; the worker echoes it in TaskFinished/TaskErred
+    run_id: int = -1
 
 
 @message

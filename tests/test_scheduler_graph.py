@@ -64,7 +64,7 @@ def compute(worker, key, priority, who_has=None, nbytes=None, *, run_spec=b"f", 
             actor=False, actor_deps=()):
     return X(ComputeTask, worker=worker, key=key, run_spec=run_spec, priority=priority,
              who_has=who_has or {}, nbytes=nbytes or {}, resources=resources, actor=actor,
-             actor_deps=actor_deps)
+             actor_deps=actor_deps, run_id=ANY)
 
 
 def T(key, *deps, **kw):

@@ -53,6 +53,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         self._queuing = math.isfinite(config.worker_saturation)
         self._unknown_duration = config.unknown_task_duration
         self._task_counter = 0
+        self._run_counter = 0
         self._worker_counter = 0
         self._scatter_counter = 0
         self._pending_scatters: list = []

@@ -49,6 +49,7 @@ class TaskState:
         "typename",
         "steal_to",
         "long_running",
+        "run_id",
     )
 
     def __init__(self, key: Key, prefix: str, run_spec: bytes | None, priority: tuple[int, ...]):
@@ -82,6 +83,8 @@ class TaskState:
         #: thief of an in-flight steal request
         self.steal_to: WorkerInfo | None = None
         self.long_running = False
+        #: number of the current (or last) assignment to a worker
+        self.run_id = -1
 
     @property
     def is_root(self) -> bool:

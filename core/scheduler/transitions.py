@@ -305,6 +305,8 @@ class Transitions:
         """processing on ``ws``: book it and tell the worker."""
         ts.state = "processing"
         ts.processing_on = ws
+        self._run_counter += 1
+        ts.run_id = self._run_counter
         est = self.durations.get(ts.prefix, self._unknown_duration)
         ts.duration_estimate = est
         ws.processing[ts] = None
@@ -334,6 +336,7 @@ class Transitions:
                 ts.resources,
                 ts.actor,
                 actor_deps,
+                ts.run_id,
             )
         )
         if not self._steal_armed:

@@ -186,13 +186,12 @@ class WorkerHandlers:
             self._free(ws, event.key)
             return
         state = ts.state
-        recs: Recs = {}
-        if state == "processing":
+        if event.run_id >= 0 and event.run_id != ts.run_id:
+            # a run we abandoned (its FreeKeys is on its way): not this run's result
+            return
+        if state == "processing" and ts.processing_on is ws:
             self._learn_duration(ts, event.start, event.stop)
-            other = ts.processing_on
-            if other is not ws:
-                # computed where we no longer expected it: take it, stop the other
-                self._room_changed(self._unassign(ts, free=True))
+            recs: Recs = {}
             self._processing_memory(ts, ws, event.nbytes, event.typename, event.inline, recs)
             self._transitions(recs)
         elif state == "memory":
@@ -208,6 +207,8 @@ class WorkerHandlers:
         ts = self.tasks.get(event.key)
         if ws is None or ts is None or ts.state != "processing" or ts.processing_on is not ws:
             return  # stale: the worker forgets erred tasks by itself
+        if event.run_id >= 0 and event.run_id != ts.run_id:
+            return  # from a run we abandoned
         recs: Recs = {}
         if ts.retries > 0:
             ts.retries -= 1

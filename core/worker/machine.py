@@ -186,7 +186,8 @@ class WorkerState(Transfers):
 
     def _to_scheduler_finished(self, ts: WTask, typename: str, start: float, stop: float, inline) -> None:
         self._outs.append(
-            TaskFinished(self._now, self._sid, self.address, ts.key, ts.nbytes, typename, start, stop, inline)
+            TaskFinished(self._now, self._sid, self.address, ts.key, ts.nbytes, typename, start, stop, inline,
+                         ts.run_id)
         )
 
     def _put_in_memory(self, ts: WTask, nbytes: int) -> None:
@@ -212,6 +213,7 @@ class WorkerState(Transfers):
 
     def _on_compute(self, ev: ComputeTask) -> None:
         ts = self._task(ev.key)
+        ts.run_id = ev.run_id
         state = ts.state
         if state == "memory":
             self._to_scheduler_finished(ts, "", 0.0, 0.0, None)
@@ -453,7 +455,9 @@ class WorkerState(Transfers):
             self._want_fetch(ts, report=True)
             return
         if state != "cancelled":
-            self._outs.append(TaskErred(self._now, self._sid, self.address, ts.key, ev.error, ev.start, ev.stop))
+            self._outs.append(
+                TaskErred(self._now, self._sid, self.address, ts.key, ev.error, ev.start, ev.stop, ts.run_id)
+            )
         self._forget(ts)
 
     def _on_execute_reschedule(self, ev: ExecuteReschedule) -> None:
@@ -533,7 +537,8 @@ class WorkerState(Transfers):
                 if not ts.priority:
                     ts.priority = (1 << 30,)  # after any computation
                 self._learn_holders(ts, holders)
-                self._want_fetch(ts)
+                if ts.state != "fetch":  # already queued: the new holders are indexed
+                    self._want_fetch(ts)
 
     def _on_remove_replicas(self, ev: RemoveReplicas) -> None:
         for key in ev.keys:

@@ -45,6 +45,7 @@ class WTask:
         "previous",
         "next",
         "unowned",
+        "run_id",
     )
 
     def __init__(self, key: Key):
@@ -70,6 +71,8 @@ class WTask:
         self.next: str | None = None
         #: in memory only for local dependents: the scheduler does not list us
         self.unowned = False
+        #: the scheduler's number for the current assignment (echoed back)
+        self.run_id = -1
 
     def __repr__(self) -> str:
         return f"<WTask {self.key!r} {self.state}>"

@@ -47,6 +47,10 @@ class Transfers:
         and answers with ``RefreshWhoHas`` or by recomputing it.
         """
         if not ts.who_has:
+            if not ts.dependents and ts.state != "memory":
+                # a replica nobody here needs, and nobody to get it from: drop it
+                self._forget(ts)
+                return
             self._set(ts, "missing")
             if report:
                 self._outs.append(MissingData(self._now, self._sid, self.address, ts.key, errant))
