@@ -85,7 +85,7 @@ class SchedulerHost:
                 if worker is not None:
                     host = sim.workers.get(worker)
                     if host is not None:
-                        send(self.address, worker, message_size(out), host.handle, out)
+                        send(self.address, worker, message_size(out), host.deliver, host.incarnation, out)
                 else:
                     endpoint = sim.clients.get(out.client)
                     if endpoint is not None:
@@ -202,6 +202,11 @@ class WorkerHost:
 
     # -- the machine -----------------------------------------------------------
 
+    def deliver(self, incarnation: int, msg: Any) -> None:
+        """A message sent to the process that was running then: lost if it died since."""
+        if incarnation == self.incarnation:
+            self.handle(msg)
+
     def handle(self, msg: Any) -> None:
         if not self.alive:
             return
@@ -269,9 +274,16 @@ class WorkerHost:
             me.twofold_task = None
         if incarnation != self.incarnation:
             return
-        info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
-        duration = sim.durations.value(info, sim.default_duration) * self._slowdown()
-        sim.clock.at(sim.clock.now + duration, self._finish, incarnation, key, info, start, result, error, slot)
+        constant = sim.constant_duration
+        if constant is None:
+            info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
+            duration = sim.durations.value(info, sim.default_duration)
+        else:
+            info = None  # built later only if the size model needs it
+            duration = constant
+        if self.slow:
+            duration *= self._slowdown()
+        sim.clock.at(sim.clock.now + duration, self._finish, incarnation, key, func, info, start, result, error, slot)
 
     def _slowdown(self) -> float:
         factor = 1.0
@@ -281,7 +293,7 @@ class WorkerHost:
                 factor *= f
         return factor
 
-    def _finish(self, incarnation: int, key: str, info: TaskInfo, start: float, result: Any,
+    def _finish(self, incarnation: int, key: str, func: Any, info: TaskInfo | None, start: float, result: Any,
                 error: BaseException | None, slot: int) -> None:
         if incarnation != self.incarnation:
             return
@@ -292,6 +304,8 @@ class WorkerHost:
             self.slots[slot] = None
         sim.trace.task_stop(self.address, slot, key, start, now, error is None)
         if error is None:
+            if sim.sizes is not None and info is None:
+                info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
             nbytes = sim.result_size(info, result)
             self.store[key] = result
             self.sizes[key] = nbytes

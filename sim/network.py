@@ -100,13 +100,21 @@ class Network:
                 clock.at(clock.now + self.connect_timeout, on_fail)
             return
         link = (src, dst)
-        when = clock.now + self.transit_time(src, dst, nbytes)
+        if self.overrides or self.slow_links or self.delay_probability:
+            when = clock.now + self.transit_time(src, dst, nbytes)
+        else:
+            when = clock.now + self.latency + nbytes / self.bandwidth
         last = self._last.get(link, 0.0)
         if when < last:
             when = last
         self._last[link] = when
         self.bytes_moved += nbytes
-        clock.at(when, self._arrive, src, dst, deliver, args, on_fail, background=background)
+        if on_fail is None:
+            # nobody to tell of a loss: deliver straight away (a host that died in
+            # the meantime ignores it; a partition cuts only what is sent after it)
+            clock.at(when, deliver, *args, background=background)
+        else:
+            clock.at(when, self._arrive, src, dst, deliver, args, on_fail, background=background)
 
     def _arrive(self, src: str, dst: str, deliver: Callable, args: tuple, on_fail: Callable | None) -> None:
         if self.is_down(src, dst):

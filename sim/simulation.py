@@ -49,6 +49,14 @@ class Simulation:
         self.worker_config = worker_config
         self.durations = Model(durations, self.rng, "durations")
         self.default_duration = 0.001
+        #: the duration when it is one number for every task (the fast path)
+        self.constant_duration: float | None = None
+        if self.durations.table is None:
+            default = self.durations.default
+            if default is None:
+                self.constant_duration = self.default_duration
+            elif isinstance(default, (int, float)):
+                self.constant_duration = float(default)
         self.sizes = Model(sizes, self.rng, "sizes") if sizes is not None else None
         self.heartbeat_interval = heartbeat_interval
         self.restart_delay = restart_delay
@@ -73,7 +81,7 @@ class Simulation:
         self.objects[ref] = obj
         return ref
 
-    def result_size(self, info: TaskInfo, result: Any) -> int:
+    def result_size(self, info: TaskInfo | None, result: Any) -> int:
         if self.sizes is not None:
             spec = self.sizes.lookup(info)
             if spec is not None:
