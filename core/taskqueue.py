@@ -50,10 +50,12 @@ class TaskQueue(Generic[T]):
 
     def pop(self) -> T:
         """Remove and return the first item (IndexError if empty)."""
-        self._clean_top()
-        key, item = heappop(self._heap)
-        del self._members[item]
-        return item
+        heap, members = self._heap, self._members
+        while True:
+            key, item = heappop(heap)
+            if members.get(item, _MISSING) == key:
+                del members[item]
+                return item
 
     def key_of(self, item: T) -> Any:
         return self._members[item]

@@ -132,7 +132,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
 
     def _has_room(self, ws: WorkerInfo) -> bool:
         """Can ``ws`` take another root task from the queue?"""
-        busy = ws.busy_count
+        busy = len(ws.processing) - len(ws.long_running)
         if busy < ws.slots:
             return True
         config = self.config

@@ -119,7 +119,7 @@ class Transitions:
             self.queued.remove(ts)
         if ts.is_root and self._queuing and not self.room:
             ts.state = "queued"
-            self.queued.push(ts, ts.priority)
+            self.queued.push(ts, ts.queue_key)
             return
         ws = self._decide_worker(ts)
         if ws is None:
@@ -194,14 +194,16 @@ class Transitions:
         ts.who_has[ws] = None
         ws.has_what[ts] = None
         ws.nbytes += nbytes
-        self._drop_inputs(ts, recs)
+        if ts.dependencies:
+            self._drop_inputs(ts, recs)
         for dts in ts.waiters:
             waiting_on = dts.waiting_on
             waiting_on.pop(ts, None)
             if not waiting_on and dts.state == "waiting":
                 recs[dts] = "processing"
-        self._report_memory(ts, inline)
-        if not _needed(ts):
+        if ts.who_wants:
+            self._report_memory(ts, inline)
+        if not ts.who_wants and not ts.waiters:
             recs[ts] = "released"
         if old is not None:
             self._room_changed(old)
@@ -311,18 +313,19 @@ class Transitions:
         ts.duration_estimate = est
         ws.processing[ts] = None
         ws.occupancy += est
-        if ws in self._to_free:
+        if self._to_free and ws in self._to_free:
             self._flush_frees_for(ws)  # a FreeKeys of this key must not overtake the ComputeTask
         if ws in self.room and not self._has_room(ws):
             del self.room[ws]
         who_has = {}
         nbytes = {}
         actor_deps = ()
-        for dep in ts.dependencies:
-            who_has[dep.key] = tuple([w.address for w in dep.who_has])
-            nbytes[dep.key] = dep.nbytes
-            if dep.actor:
-                actor_deps += (dep.key,)
+        if ts.dependencies:
+            for dep in ts.dependencies:
+                who_has[dep.key] = tuple([w.address for w in dep.who_has])
+                nbytes[dep.key] = dep.nbytes
+                if dep.actor:
+                    actor_deps += (dep.key,)
         self._outs.append(
             ComputeTask(
                 self._now,
