@@ -246,6 +246,8 @@ class WorkerHandlers:
         stale = []
         for key, nbytes in event.nbytes.items():
             ts = self.tasks.get(key)
+            if ts is not None and ts.state == "processing" and ts.processing_on is ws:
+                continue  # we asked this worker to compute it: it will answer from memory
             if ts is None or ts.state != "memory" or ts.actor:
                 stale.append(key)
             elif ws not in ts.who_has:
