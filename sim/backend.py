@@ -64,7 +64,7 @@ class SimBackend(Backend):
             raise CommClosedError(f"client {self._id} is closed")
         sim = self.sim
         for msg in msgs:
-            sim.network.send(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, msg)
+            sim.network.post(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, (msg,))
 
     # -- user objects ------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class SchedulerHost:
     def route(self, outs: list) -> None:
         sim = self.sim
         send = sim.network.send
+        post = sim.network.post
         for out in outs:
             cls = type(out)
             if cls is SetTimer:
@@ -85,11 +86,11 @@ class SchedulerHost:
                 if worker is not None:
                     host = sim.workers.get(worker)
                     if host is not None:
-                        send(self.address, worker, message_size(out), host.deliver, host.incarnation, out)
+                        post(self.address, worker, message_size(out), host.deliver, (host.incarnation, out))
                 else:
                     endpoint = sim.clients.get(out.client)
                     if endpoint is not None:
-                        send(self.address, out.client, message_size(out), endpoint.receive, out)
+                        post(self.address, out.client, message_size(out), endpoint.receive, (out,))
 
     def _fire(self, token: str) -> None:
         self._sid += 1

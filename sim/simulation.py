@@ -104,4 +104,4 @@ class Simulation:
         return address not in self.dead
 
     def to_scheduler(self, src: str, msg: Any) -> None:
-        self.network.send(src, self.scheduler_address, message_size(msg), self.scheduler.handle, msg)
+        self.network.post(src, self.scheduler_address, message_size(msg), self.scheduler.handle, (msg,))
