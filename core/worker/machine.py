@@ -507,6 +507,11 @@ class WorkerState(Transfers):
                 continue
             elif state not in ("flight", "cancelled", "resumed"):
                 continue  # asked of us but not started: the computation will overwrite it
+            else:
+                # its transfer is still under way: take it out of that batch
+                batch = self.in_flight.get(ts.coming_from)
+                if batch is not None:
+                    batch.pop(ts, None)
             ts.unowned = False
             self._put_in_memory(ts, nbytes)
 

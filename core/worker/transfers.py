@@ -110,7 +110,9 @@ class Transfers:
             return
         arrived = ev.nbytes
         replicas = {}
+        asked = set()
         for ts in batch:
+            asked.add(ts.key)
             key = ts.key
             nbytes = arrived.get(key)
             if nbytes is None:
@@ -128,6 +130,12 @@ class Transfers:
                 self._put_in_memory(ts, nbytes)
                 self._unlink_inputs(ts)
                 self._to_scheduler_finished(ts, "", 0.0, 0.0, None)
+        for key in arrived:
+            if key not in asked:
+                # taken out of the transfer meanwhile (scattered here): keep it only if it is ours
+                ts = self.tasks.get(key)
+                if ts is None or ts.state != "memory":
+                    self._delete.append(key)
         if replicas:
             self._outs.append(AddReplicas(self._now, self._sid, self.address, replicas))
 
