@@ -20,15 +20,12 @@ from twofold.messages import (
     AddWorker,
     CloseWorker,
     DataPut,
-    DeleteData,
-    Execute,
     ExecuteFailure,
     ExecuteSuccess,
     GatherDeps,
     GatherFailure,
     GatherSuccess,
     Message,
-    RejoinGranted,
     RemoveWorker,
     SetTimer,
     TaskError,
@@ -167,7 +164,7 @@ class HandWired:
 
     def finish(self, address: str, key: str, nbytes: int = 8, error: str | None = None) -> None:
         """Complete an execution: success with ``nbytes``, or failure with ``error``."""
-        ex: Execute = self.executions.pop((address, key))
+        self.executions.pop((address, key))
         if error is None:
             self.stores[address][key] = nbytes
             self.to_worker(address, ExecuteSuccess(self.now, self.stimulus("exec"), key, nbytes, "int", self.now, self.now))

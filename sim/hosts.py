@@ -26,7 +26,6 @@ from twofold.messages import (
     Execute,
     ExecuteFailure,
     ExecuteSuccess,
-    FreeKeys,
     GatherDeps,
     GatherFailure,
     GatherSuccess,
@@ -41,7 +40,7 @@ from twofold.messages import (
 )
 from twofold.scheduler import SchedulerState
 from twofold.scheduler.state import key_prefix
-from twofold.sim.models import TaskInfo, function_name, measure_nbytes
+from twofold.sim.models import TaskInfo, function_name
 from twofold.sim.network import MESSAGE_OVERHEAD
 from twofold.worker import WorkerState
 
@@ -245,8 +244,7 @@ class WorkerHost:
             data = {key: self.store[key] for key in ex.dependencies}
             args = substitute(args, data)
             kwargs = substitute(kwargs, data)
-        slot = self._take_slot(ex.key)
-        sim.trace.task_start(self.address, slot, ex.key, sim.clock.now)
+        slot = self._take_slot(ex.key)  # a task is traced once, when it stops
         sim.clock.spawn(self._run, self.incarnation, ex.key, func, args, kwargs, slot)
 
     def _take_slot(self, key: str) -> int:

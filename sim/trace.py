@@ -29,9 +29,6 @@ class Trace:
 
     # -- recording (hot path: plain tuples) -----------------------------------
 
-    def task_start(self, worker: str, slot: int, key: str, now: float) -> None:
-        pass  # a task is recorded once, when it stops (start time included)
-
     def task_stop(self, worker: str, slot: int, key: str, start: float, stop: float, ok: bool) -> None:
         self._records.append(("task", stop, worker, slot, key, start, stop, ok))
 
