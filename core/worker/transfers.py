@@ -104,10 +104,8 @@ class Transfers:
         self._outs.append(GatherDeps(self._now, self._sid, peer, tuple([ts.key for ts in batch]), total))
 
     def _on_gather_success(self: WorkerState, ev: GatherSuccess) -> None:
-        batch = self.in_flight.pop(ev.peer, None)
-        if not batch:
-            self._delete.extend(ev.nbytes)  # nothing of ours was asked of this peer
-            return
+        # (the batch may be empty or gone: its keys were scattered here meanwhile)
+        batch = self.in_flight.pop(ev.peer, None) or {}
         arrived = ev.nbytes
         replicas = {}
         asked = set()
