@@ -185,10 +185,11 @@ class HandWired:
         self.stores[address].update(got)
         self.to_worker(address, GatherSuccess(self.now, sid, peer, got, missing))
 
-    def scatter(self, address: str, nbytes: dict) -> None:
-        """A client put data on ``address`` (the worker side of scatter)."""
+    def scatter(self, address: str, nbytes: dict, after: int = -1) -> None:
+        """A client put data on ``address`` (the worker side of scatter; ``after``
+        is the ScatterPlan's free_seqs entry for it)."""
         self.stores[address].update(nbytes)
-        self.to_worker(address, DataPut(self.now, self.stimulus("scatter"), dict(nbytes)))
+        self.to_worker(address, DataPut(self.now, self.stimulus("scatter"), dict(nbytes), after))
 
     def fire_timers(self, until: float | None = None) -> None:
         """Advance time to ``until`` (default: the earliest timer) and fire what is due."""

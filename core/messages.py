@@ -387,10 +387,16 @@ class ComputeTask(Message):
 
 @message
 class FreeKeys(Message):
-    """Forget these keys: drop their data, cancel their computation."""
+    """Forget these keys: drop their data, cancel their computation.
+
+    ``seq`` numbers the FreeKeys sent to this worker (1, 2, ...): data a
+    client scattered under a plan made after this one (DataPut.after >= seq)
+    is not freed by it.
+    """
 
     worker: str
     keys: tuple[Key, ...]
+    seq: int = -1
 
 
 @message
@@ -410,10 +416,11 @@ class AcquireReplicas(Message):
 
 @message
 class RemoveReplicas(Message):
-    """Drop these copies (other workers keep the data)."""
+    """Drop these copies (other workers keep the data); ``seq`` as in FreeKeys."""
 
     worker: str
     keys: tuple[Key, ...]
+    seq: int = -1
 
 
 @message
@@ -504,6 +511,8 @@ class ScatterPlan(Message):
     request_id: str
     placement: dict[Key, tuple[str, ...]]
     error: str = ""
+    #: per worker, the seq of the last FreeKeys sent to it when this plan was made
+    free_seqs: dict[str, int] | None = None
 
 
 # --------------------------------------------------------------------------
@@ -529,6 +538,8 @@ class DataPut(Message):
     """A client stored these keys on this worker (scatter); driver holds data."""
 
     nbytes: dict[Key, int]
+    #: ScatterPlan.free_seqs of this worker: older FreeKeys must not drop this data
+    after: int = -1
 
 
 @message

@@ -139,7 +139,12 @@ class SimBackend(Backend):
             missing.pop(key, None)
         return data, missing
 
-    def put(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    def put(
+        self,
+        placement: Mapping[str, Sequence[str]],
+        data: Mapping[str, Any],
+        free_seqs: Mapping[str, int] | None = None,
+    ) -> dict[str, tuple[int, str]]:
         sim = self.sim
         info = {key: (measure_nbytes(obj), type(obj).__name__) for key, obj in data.items()}
         by_worker: dict[str, list[str]] = {}
@@ -157,7 +162,8 @@ class SimBackend(Backend):
             waiting.discard(worker)
 
         def deliver(host: Any, keys: list[str]) -> None:
-            host.put({k: data[k] for k in keys}, {k: info[k][0] for k in keys})
+            after = free_seqs.get(host.address, -1) if free_seqs else -1
+            host.put({k: data[k] for k in keys}, {k: info[k][0] for k in keys}, after)
             sim.network.send(host.address, self._id, MESSAGE_OVERHEAD, stored, host.address,
                              on_fail=lambda: failed(host.address))
 

@@ -356,13 +356,13 @@ class WorkerHost:
             sim.trace.transfer(peer, self.address, tuple(data), sum(sizes.values()), asked, sim.clock.now)
         self.handle(GatherSuccess(sim.clock.now, self.sid("gathered"), peer, sizes, missing))
 
-    def put(self, data: dict, sizes: dict) -> None:
+    def put(self, data: dict, sizes: dict, after: int = -1) -> None:
         """A client scattered data here."""
         if not self.alive:
             return
         self.store.update(data)
         self.sizes.update(sizes)
-        self.handle(DataPut(self.sim.clock.now, self.sid("put"), dict(sizes)))
+        self.handle(DataPut(self.sim.clock.now, self.sid("put"), dict(sizes), after))
 
     def lose_data(self) -> None:
         """Fault: the data store is wiped while the process lives on."""

@@ -145,7 +145,7 @@ class FakeBackend(Backend):
         self.missing = {}
         return {k: self.store[k] for k in who_has if k not in missing}, missing
 
-    def put(self, placement, data):
+    def put(self, placement, data, free_seqs=None):
         self.puts.append((dict(placement), dict(data)))
         self.store.update(data)
         return {k: (len(pickle.dumps(v)), type(v).__name__) for k, v in data.items()}
@@ -1226,11 +1226,11 @@ class WiredBackend(Backend):
     def fetch(self, who_has):
         return {k: self.data[k] for k in who_has}, {}
 
-    def put(self, placement, data):
+    def put(self, placement, data, free_seqs=None):
         for key, value in data.items():
             self.data[key] = value
             for w in placement[key]:
-                self.hw.scatter(w, {key: 8})
+                self.hw.scatter(w, {key: 8}, after=(free_seqs or {}).get(w, -1))
         return {key: (8, type(value).__name__) for key, value in data.items()}
 
     def close(self):

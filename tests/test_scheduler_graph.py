@@ -76,7 +76,7 @@ def test_dependent_waits_for_its_input_then_runs_with_who_has():
     # the input is freed once its only dependent holds its result
     assert outs == [
         X(KeyInMemory, client="c", key="b-1", nbytes=4, typename="list", inline=None),
-        X(FreeKeys, worker="w0", keys=("a-1",)),
+        X(FreeKeys, seq=ANY, worker="w0", keys=("a-1",)),
     ]
     assert s.states() == {"a-1": "released", "b-1": "memory"}
 
@@ -312,7 +312,7 @@ def test_key_submitted_twice_is_computed_once_and_counted_twice():
     assert outs == [X(KeyInMemory, client="c", key="x-1", nbytes=8, typename="int", inline=None)]
     s.release("x-1")
     assert s.states() == {"x-1": "memory"}
-    assert s.release("x-1") == [X(FreeKeys, worker="w0", keys=("x-1",))]
+    assert s.release("x-1") == [X(FreeKeys, seq=ANY, worker="w0", keys=("x-1",))]
     assert s.states() == {}
 
 

@@ -67,7 +67,7 @@ def test_root_task_goes_released_waiting_processing_memory_forgotten():
     assert s.state.workers["w0"].nbytes == 100 and not s.state.workers["w0"].processing
 
     outs = s.release("x-1")
-    assert outs == [X(FreeKeys, worker="w0", keys=("x-1",))]
+    assert outs == [X(FreeKeys, seq=ANY, worker="w0", keys=("x-1",))]
     assert ts.state == "forgotten" and s.state.tasks == {}
     assert s.state.workers["w0"].nbytes == 0 and not s.state.workers["w0"].has_what
     assert [(start, finish) for _, start, finish, _, _ in s.state.story("x-1")] == [
@@ -145,7 +145,7 @@ def test_retry_keys_on_a_dependent_reruns_the_blamed_task():
     assert s.states() == {"a-1": "processing", "b-1": "waiting"}
     assert s.state.tasks["b-1"].error is None and s.state.tasks["b-1"].blamed is None
     assert s.finish("w0", "a-1") == [compute("w0", "b-1", (0, 2), {"a-1": ("w0",)}, {"a-1": 8})]
-    assert s.finish("w0", "b-1") == [in_memory("c", "b-1"), X(FreeKeys, worker="w0", keys=("a-1",))]
+    assert s.finish("w0", "b-1") == [in_memory("c", "b-1"), X(FreeKeys, seq=ANY, worker="w0", keys=("a-1",))]
 
 
 def test_retry_keys_on_a_key_that_did_not_err_does_nothing():
@@ -190,7 +190,7 @@ def test_cancel_with_force_cancels_for_every_client():
         X(KeyCancelled, client="c", key="x-1", reason="cancelled"),
         X(KeyCancelled, client="d", key="x-1", reason="cancelled"),
         X(KeyCancelled, client="c", key="y-1", reason="cancelled"),
-        X(FreeKeys, worker="w0", keys=("x-1",)),
+        X(FreeKeys, seq=ANY, worker="w0", keys=("x-1",)),
     ]
     assert s.state.tasks == {}
     assert not s.state.workers["w0"].processing
@@ -219,7 +219,7 @@ def test_unneeded_key_is_released_and_every_holder_told_to_free_it():
     s.finish("w0", "x-1")
     assert s(AddReplicas, worker="w1", nbytes={"x-1": 8}) == []
     outs = s.release("x-1")
-    assert outs == [X(FreeKeys, worker="w0", keys=("x-1",)), X(FreeKeys, worker="w1", keys=("x-1",))]
+    assert outs == [X(FreeKeys, seq=ANY, worker="w0", keys=("x-1",)), X(FreeKeys, seq=ANY, worker="w1", keys=("x-1",))]
     assert s.state.tasks == {}
     assert all(ws.nbytes == 0 and not ws.has_what for ws in s.state.workers.values())
 
@@ -230,7 +230,7 @@ def test_releasing_a_processing_task_frees_it_and_feeds_the_queue():
     s.submit(T("r-1"), T("r-2"), T("r-3"))
     outs = s.release("r-1")
     # the free goes first: a FreeKeys must never overtake a ComputeTask to the same worker
-    assert outs == [X(FreeKeys, worker="w0", keys=("r-1",)), compute("w0", "r-3", (0, 3))]
+    assert outs == [X(FreeKeys, seq=ANY, worker="w0", keys=("r-1",)), compute("w0", "r-3", (0, 3))]
     assert s.states() == {"r-2": "processing", "r-3": "processing"}
 
 
@@ -241,11 +241,11 @@ def test_inputs_stay_while_another_dependent_needs_them():
     s.finish("w0", "a-1")
     assert s.finish("w0", "b-1") == [in_memory("c", "b-1")]
     assert s.states()["a-1"] == "memory"
-    assert s.finish("w0", "c-1") == [in_memory("c", "c-1"), X(FreeKeys, worker="w0", keys=("a-1",))]
+    assert s.finish("w0", "c-1") == [in_memory("c", "c-1"), X(FreeKeys, seq=ANY, worker="w0", keys=("a-1",))]
     assert s.states() == {"a-1": "released", "b-1": "memory", "c-1": "memory"}
     # letting go of both dependents forgets the input too
     outs = s.release("b-1", "c-1")
-    assert outs == [X(FreeKeys, worker="w0", keys=("b-1", "c-1"))]
+    assert outs == [X(FreeKeys, seq=ANY, worker="w0", keys=("b-1", "c-1"))]
     assert s.state.tasks == {}
 
 
@@ -293,7 +293,7 @@ def test_remove_client_releases_its_keys_but_not_other_clients_keys():
     s.submit(T("shared-1"), client="d")
     s.finish("w0", "shared-1")
     outs = s(RemoveClient, client="c")
-    assert outs == [X(FreeKeys, worker="w0", keys=("mine-1",))]
+    assert outs == [X(FreeKeys, seq=ANY, worker="w0", keys=("mine-1",))]
     assert s.states() == {"shared-1": "memory"}
     assert "c" not in s.state.clients
     assert s.state.tasks["shared-1"].who_wants == {"d": 1}
@@ -312,7 +312,7 @@ def test_reference_counts_desire_twice_release_once_keeps_the_key():
     assert s.release("x-1", client="d") == []
     assert s.states() == {"x-1": "memory"}
     assert s.state.clients["d"].wants == {"x-1": 1}
-    assert s.release("x-1", client="d") == [X(FreeKeys, worker="w0", keys=("x-1",))]
+    assert s.release("x-1", client="d") == [X(FreeKeys, seq=ANY, worker="w0", keys=("x-1",))]
     assert s.state.tasks == {}
 
 

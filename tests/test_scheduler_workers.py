@@ -334,11 +334,11 @@ def test_lost_input_is_recomputed_then_the_dependent_runs():
     assert s.finish("w0", "x-1") == [compute("w1", "y-1", (0, 2), {"x-1": ("w0",)}, {"x-1": 8})]
     outs = s(RemoveWorker, worker="w0")
     # y-1 cannot get its input any more: it starts over, x-1 is computed again
-    assert outs == [compute("w1", "x-1", (0, 1)), X(FreeKeys, worker="w1", keys=("y-1",))]
+    assert outs == [compute("w1", "x-1", (0, 1)), X(FreeKeys, seq=ANY, worker="w1", keys=("y-1",))]
     assert s.states() == {"x-1": "processing", "y-1": "waiting"}
     assert s.state.tasks["y-1"].suspicious == 0
     assert s.finish("w1", "x-1") == [compute("w1", "y-1", (0, 2), {"x-1": ("w1",)}, {"x-1": 8})]
-    assert s.finish("w1", "y-1") == [in_memory("c", "y-1"), X(FreeKeys, worker="w1", keys=("x-1",))]
+    assert s.finish("w1", "y-1") == [in_memory("c", "y-1"), X(FreeKeys, seq=ANY, worker="w1", keys=("x-1",))]
 
 
 def test_retry_after_the_dependencys_worker_died():
@@ -372,7 +372,7 @@ def test_rescheduled_task_is_not_cancelled_by_a_later_free():
 
 
 def plan(placement, request_id="r1", client="c", error=""):
-    return X(ScatterPlan, client=client, request_id=request_id, placement=placement, error=error)
+    return X(ScatterPlan, free_seqs=ANY, client=client, request_id=request_id, placement=placement, error=error)
 
 
 def test_scatter_places_keys_round_robin_across_requests():
@@ -437,7 +437,7 @@ def test_update_data_puts_scattered_keys_in_memory():
                             {"a": ("w0",)}, {"a": 100})]
     s.finish("w0", "f-1")
     assert s(ReleaseKeys, client="c", keys=("a", "b")) == [
-        X(FreeKeys, worker="w0", keys=("a", "b")), X(FreeKeys, worker="w1", keys=("b",))]
+        X(FreeKeys, seq=ANY, worker="w0", keys=("a", "b")), X(FreeKeys, seq=ANY, worker="w1", keys=("b",))]
     # the scattered input stays known (released) while its dependent is held
     assert s.states() == {"a": "released", "f-1": "memory"}
 
@@ -475,7 +475,7 @@ def test_missing_data_of_a_computed_key_recomputes_it():
     s.finish("w0", "x-1")
     outs = s(MissingData, reporter="w1", key="x-1", errant_worker="w0")
     assert outs == [X(KeyLost, client="c", key="x-1"), compute("w0", "x-1", (0, 1)),
-                    X(FreeKeys, worker="w1", keys=("y-1",))]
+                    X(FreeKeys, seq=ANY, worker="w1", keys=("y-1",))]
     assert s.states() == {"x-1": "processing", "y-1": "waiting"}
     assert not s.state.workers["w0"].has_what
 
@@ -506,7 +506,7 @@ def test_processing_dependent_of_lost_scattered_data_is_freed_on_its_worker():
     assert s.state.tasks["z-1"].processing_on.address == "w1"
     outs = s(MissingData, reporter="w1", key="d", errant_worker="w0")
     assert s.states() == {"d": "erred", "z-1": "erred"}
-    assert X(FreeKeys, worker="w1", keys=("z-1",)) in outs
+    assert X(FreeKeys, seq=ANY, worker="w1", keys=("z-1",)) in outs
 
 
 def test_add_replicas_adds_holders_and_stale_ones_are_removed():
@@ -518,7 +518,7 @@ def test_add_replicas_adds_holders_and_stale_ones_are_removed():
     s.finish("w0", "act-1", nbytes=0)
     outs = s(AddReplicas, worker="w1", nbytes={"x-1": 50, "gone-1": 3, "p-1": 8, "act-1": 0})
     # p-1 is processing on w1 itself: w1 answers that ComputeTask from memory, so it keeps the copy
-    assert outs == [X(RemoveReplicas, worker="w1", keys=("gone-1", "act-1"))]
+    assert outs == [X(RemoveReplicas, seq=ANY, worker="w1", keys=("gone-1", "act-1"))]
     assert [w.address for w in s.state.tasks["x-1"].who_has] == ["w0", "w1"]
     assert s.state.workers["w1"].nbytes == 50
     assert [w.address for w in s.state.tasks["act-1"].who_has] == ["w0"]

@@ -380,9 +380,6 @@ class ClusterMachine(RuleBasedStateMachine):
         c = self.c
         address = data.draw(st.sampled_from(sorted(c.workers)), label="worker")
         scattered = [k for k in self.deps if k.startswith("s-")]
-        if AVOID_KNOWN_BUGS:
-            # BUG H: not while a FreeKeys/RemoveReplicas of that key is on its way to the worker
-            scattered = [k for k in scattered if not self.pending_on_links(address, k)]
         if scattered and data.draw(st.integers(0, 2), label="same data again?") == 0:
             # scatter keys hash the data: the same data comes back under the same key
             key = data.draw(st.sampled_from(scattered), label="key")
@@ -390,7 +387,10 @@ class ClusterMachine(RuleBasedStateMachine):
             self._next_key += 1
             key = f"s-{self._next_key}"
         self.deps[key] = ()
-        c.scatter(address, {key: nbytes})
+        # what the ScatterPlan would have said of this worker's frees (a new copy must
+        # survive the FreeKeys/RemoveReplicas of an older one still on its way)
+        ws = c.scheduler.workers.get(address)
+        c.scatter(address, {key: nbytes}, after=ws.free_seq if ws is not None else -1)
         self.after_event()
         item = ScatteredKey(key, nbytes, "int", (address,))
         self.send(UpdateData(c.now, c.stimulus("scatter"), client, (item,)))
@@ -840,37 +840,10 @@ def test_scatter_onto_a_key_in_flight_then_release_leaves_nothing_behind():
     assert c.stores["w1"] == {}, "w1's store keeps data no state machine knows of"
 
 
-# --------------------------------------------------------------------------
-# Open library bugs: deterministic reproducers (the machine steers around them)
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG H: scatter, release, scatter the same data again (same key): the FreeKeys for the"
-    " released copy, still on its way from the scheduler, deletes the new copy on the worker"
-    " (worker/machine.py _on_free_keys cannot tell it predates the DataPut; scheduler/clients.py"
-    " _on_update_data lists the worker as holder); a task on the key then hangs forever",
-)
-def test_bug_h_rescatter_after_release_loses_the_data():
-    c = HandWired(n_workers=1)
-
-    def scatter(key):
-        c.scatter("w0", {key: 8})  # client -> worker, directly
-        item = ScatteredKey(key, 8, "int", ("w0",))
-        c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (item,)))
-
-    scatter("s-1")
-    c.to_scheduler(ReleaseKeys(c.now, "rel", "c0", ("s-1",)))  # s-1 forgotten: FreeKeys on its way to w0
-    scatter("s-1")  # the same data again, before that FreeKeys arrives
-    c.drain()
-    assert "s-1" in c.stores["w0"], "scheduler says s-1 is in memory on w0; w0 holds nothing"
-    _submit(c, [TaskSpec("t-1", b"f", ("s-1",))], ["t-1"])
-    c.drain()
-    assert c.scheduler.tasks["t-1"].state == "memory"
-
-
-def test_bug_j_scatter_onto_the_only_key_in_flight_deletes_it():
+def test_scatter_onto_the_only_key_in_flight_keeps_it():
+    """J: at e5f9c1a (the fix of I) scattering onto the only key of a transfer emptied the batch, and
+    the arriving transfer was taken for 'nothing of ours was asked': everything it brought was
+    deleted, the scattered key included, while worker and scheduler said memory on w1."""
     c = HandWired(n_workers=2)
 
     def scatter(key, worker):
@@ -886,3 +859,27 @@ def test_bug_j_scatter_onto_the_only_key_in_flight_deletes_it():
     assert c.workers["w1"].tasks["s-1"].state == "memory"
     assert "w1" in [ws.address for ws in c.scheduler.tasks["s-1"].who_has]
     assert "s-1" in c.stores["w1"], "w1 and the scheduler say memory on w1; w1's store holds nothing"
+
+
+# --------------------------------------------------------------------------
+# Open library bugs: deterministic reproducers (the machine steers around them)
+# --------------------------------------------------------------------------
+
+
+def test_bug_h_rescatter_after_release_loses_the_data():
+    c = HandWired(n_workers=1)
+
+    def scatter(key):
+        # client -> worker directly, carrying what the ScatterPlan said of w0's frees
+        c.scatter("w0", {key: 8}, after=c.scheduler.workers["w0"].free_seq)
+        item = ScatteredKey(key, 8, "int", ("w0",))
+        c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (item,)))
+
+    scatter("s-1")
+    c.to_scheduler(ReleaseKeys(c.now, "rel", "c0", ("s-1",)))  # s-1 forgotten: FreeKeys on its way to w0
+    scatter("s-1")  # the same data again, before that FreeKeys arrives
+    c.drain()
+    assert "s-1" in c.stores["w0"], "scheduler says s-1 is in memory on w0; w0 holds nothing"
+    _submit(c, [TaskSpec("t-1", b"f", ("s-1",))], ["t-1"])
+    c.drain()
+    assert c.scheduler.tasks["t-1"].state == "memory"

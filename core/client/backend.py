@@ -94,9 +94,15 @@ class Backend(ABC):
         last holder that failed (for a ``MissingData`` report)."""
 
     @abstractmethod
-    def put(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    def put(
+        self,
+        placement: Mapping[str, Sequence[str]],
+        data: Mapping[str, Any],
+        free_seqs: Mapping[str, int] | None = None,
+    ) -> dict[str, tuple[int, str]]:
         """Store each key's object on the workers ``placement`` names; block
-        until done; return ``{key: (nbytes, typename)}``.  Raises
+        until done; return ``{key: (nbytes, typename)}``.  ``free_seqs`` (from
+        the ScatterPlan) goes with the data to each worker (``DataPut.after``).  Raises
         :class:`~twofold.errors.CommClosedError` if a worker is gone."""
 
     @abstractmethod

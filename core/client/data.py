@@ -322,7 +322,10 @@ class DataMethods:
         if unplaced:
             raise ProtocolError(f"the scheduler's scatter plan places no worker for {unplaced[:5]}")
         placement = {k: tuple(plan.placement[k]) for k in keys}
-        info = self._backend.put(placement, items)
+        if plan.free_seqs:
+            info = self._backend.put(placement, items, plan.free_seqs)
+        else:
+            info = self._backend.put(placement, items)
         futures = self._scattered(keys, names, placement, info)
         if isinstance(data, dict):
             return dict(zip(names, futures))

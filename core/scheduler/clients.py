@@ -359,7 +359,10 @@ class ClientHandlers:
             for i, key in enumerate(event.keys):
                 placement[key] = (addresses[(start + i) % n],)
             self._scatter_counter = start + len(event.keys)
-        self._outs.append(ScatterPlan(self._now, self._sid, event.client, event.request_id, placement))
+        free_seqs = {ws.address: ws.free_seq for ws in pool}
+        self._outs.append(
+            ScatterPlan(self._now, self._sid, event.client, event.request_id, placement, "", free_seqs)
+        )
 
     def _on_update_data(self: SchedulerState, event: UpdateData) -> None:
         """Keys a client put on workers: in memory there, wanted by that client."""
@@ -444,7 +447,8 @@ class ClientHandlers:
             nbytes = {key: self.tasks[key].nbytes for key in who_has}
             self._outs.append(AcquireReplicas(self._now, self._sid, ws.address, who_has, nbytes))
         for ws, keys in remove.items():
-            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(keys)))
+            ws.free_seq += 1
+            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(keys), ws.free_seq))
 
     def _on_who_has(self: SchedulerState, event: WhoHasRequest) -> None:
         who_has = {}

@@ -94,12 +94,14 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         now, sid, outs = self._now, self._sid, self._outs
         for ws, keys in self._to_free.items():
             if ws.address in self.workers:
-                outs.append(FreeKeys(now, sid, ws.address, tuple(keys)))
+                ws.free_seq += 1
+                outs.append(FreeKeys(now, sid, ws.address, tuple(keys), ws.free_seq))
         self._to_free = {}
 
     def _flush_frees_for(self, ws: WorkerInfo) -> None:
         keys = self._to_free.pop(ws)
-        self._outs.append(FreeKeys(self._now, self._sid, ws.address, tuple(keys)))
+        ws.free_seq += 1
+        self._outs.append(FreeKeys(self._now, self._sid, ws.address, tuple(keys), ws.free_seq))
 
     def _set_timer(self, at: float, token: str) -> None:
         self.timers[token] = at

@@ -116,6 +116,7 @@ class WorkerInfo:
         "memory",
         "slots",
         "order",
+        "free_seq",
     )
 
     def __init__(
@@ -146,6 +147,8 @@ class WorkerInfo:
         self.slots = slots
         #: arrival order, the tie-breaker for placement
         self.order = order
+        #: how many FreeKeys messages were sent to this worker
+        self.free_seq = 0
 
     @property
     def busy_count(self) -> int:

@@ -255,7 +255,8 @@ class WorkerHandlers:
                 ws.has_what[ts] = None
                 ws.nbytes += ts.nbytes
         if stale:
-            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(stale)))
+            ws.free_seq += 1
+            self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(stale), ws.free_seq))
 
     def _on_missing_data(self: SchedulerState, event: MissingData) -> None:
         ts = self.tasks.get(event.key)

@@ -293,9 +293,12 @@ class WorkerState(Transfers):
             self._make_ready(ts)
 
     def _on_free_keys(self, ev: FreeKeys) -> None:
+        seq = ev.seq
         for key in ev.keys:
             ts = self.tasks.get(key)
             if ts is not None:
+                if seq >= 0 and ts.state == "memory" and ts.put_after >= seq:
+                    continue  # decided before a client scattered this copy here
                 self._release(ts)
 
     def _release(self, ts: WTask) -> None:
@@ -492,6 +495,7 @@ class WorkerState(Transfers):
     def _on_data_put(self, ev: DataPut) -> None:
         for key, nbytes in ev.nbytes.items():
             ts = self._task(key)
+            ts.put_after = max(ts.put_after, ev.after)
             state = ts.state
             if state in ("released", "fetch", "missing"):
                 self._drop_fetch(ts)
@@ -546,9 +550,12 @@ class WorkerState(Transfers):
                     self._want_fetch(ts)
 
     def _on_remove_replicas(self, ev: RemoveReplicas) -> None:
+        seq = ev.seq
         for key in ev.keys:
             ts = self.tasks.get(key)
             if ts is not None and ts.state == "memory":
+                if seq >= 0 and ts.put_after >= seq:
+                    continue  # decided before a client scattered this copy here
                 self._release(ts)
 
     def _on_refresh_who_has(self, ev: RefreshWhoHas) -> None:

@@ -46,6 +46,7 @@ class WTask:
         "next",
         "unowned",
         "run_id",
+        "put_after",
     )
 
     def __init__(self, key: Key):
@@ -73,6 +74,8 @@ class WTask:
         self.unowned = False
         #: the scheduler's number for the current assignment (echoed back)
         self.run_id = -1
+        #: for scattered data: FreeKeys with seq <= this predate it (DataPut.after)
+        self.put_after = -1
 
     def __repr__(self) -> str:
         return f"<WTask {self.key!r} {self.state}>"
