@@ -580,10 +580,6 @@ def test_cancel_by_one_client_leaves_another_clients_future_unless_forced():
         assert k.result() == 1001 and "k" in cluster.scheduler.tasks
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a task submitted on a future whose task the scheduler just cancelled "
-                   "(as a dependent of a cancelled future) is refused with InvalidGraph('unknown dependencies'); "
-                   "dask cancels such keys ('cancelled-keys' for lost dependencies), so result() raises "
-                   "CancelledError (core/scheduler/clients.py ClientHandlers._on_update_graph)")
 def test_submitting_on_a_future_cancelled_meanwhile_gives_cancelled_error():
     cluster = cluster_of(durations={"slowinc": 2.0, "*": 0.1})
     with Client(cluster) as client:

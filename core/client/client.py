@@ -226,6 +226,7 @@ class Client(DataMethods):
         self._states: dict[str, FutureState] = {}
         #: states whose Future objects were collected (appended by Future.__del__)
         self._drops: deque[FutureState] = deque()
+        self._cancelled_keys: dict[str, None] = {}
         self._requests: dict[str, _Request] = {}
         self._seq = 0
         self.timeout = timeout
@@ -474,7 +475,15 @@ class Client(DataMethods):
         if seq is not None and st.since > seq:
             return []  # about an incarnation of this key we already let go
         del self._states[msg.key]  # the scheduler dropped our reference
+        self._note_cancelled(msg.key)
         return st.cancel(msg.reason)
+
+    def _note_cancelled(self, key: str) -> None:
+        """Remember recently cancelled keys (bounded) to explain refusals that follow."""
+        cancelled = self._cancelled_keys
+        cancelled[key] = None
+        if len(cancelled) > 10_000:
+            del cancelled[next(iter(cancelled))]
 
     def _on_refused(self, msg: GraphRefused) -> list:
         seq = self._own_seq(msg.stimulus_id)
@@ -484,7 +493,12 @@ class Client(DataMethods):
             if st is None or (st.since != seq if seq is not None else st.status != "pending"):
                 continue
             del self._states[key]  # a refused graph took no reference
-            due += st.fail(msg.error)
+            gone = [d for d in st.deps if d in self._cancelled_keys]
+            if gone:
+                # an input was cancelled while this graph was on its way: as dask does
+                due += st.cancel(f"its input {gone[0]!r} was cancelled")
+            else:
+                due += st.fail(msg.error)
         return due
 
     def _on_reply(self, msg: WhoHasReply | ScatterPlan) -> list:
@@ -635,6 +649,7 @@ class Client(DataMethods):
                     st = self._states.get(k)
                     if st is None:
                         st = self._states[k] = FutureState(k, seq)
+                        st.deps = specs[k].dependencies
                         new.append(specs[k])
                     st.refs += 1
                     futures.append(Future._attach(k, self, st))
@@ -661,6 +676,7 @@ class Client(DataMethods):
                 if self._states.get(f.key) is st:
                     del self._states[f.key]
                     due += st.cancel("cancelled by the client")
+                    self._note_cancelled(f.key)
                     keys[f.key] = None
             if keys:
                 _, sid = self._next_sid("cancel")

@@ -71,6 +71,7 @@ class FutureState:
         "reason",
         "generation",
         "callbacks",
+        "deps",
     )
 
     def __init__(self, key: str, since: int):
@@ -88,6 +89,8 @@ class FutureState:
         self.reason = ""
         self.generation = 0
         self.callbacks: list[tuple[Callable, Future]] = []
+        #: the keys this task was submitted with as inputs (to explain a refusal)
+        self.deps: tuple[str, ...] = ()
 
     def finish(self, typename: str | None, nbytes: int | None, inline: bytes | None) -> list:
         """Into memory; returns the callbacks now due."""
