@@ -199,14 +199,11 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         candidates: Iterable[WorkerInfo]
         if ts.dependencies:
             holders: dict[WorkerInfo, None] = {}
-            small = True
-            limit = self.config.bandwidth * 0.001
             total = 0
             for dep in ts.dependencies:
                 holders.update(dep.who_has)
                 total += max(dep.nbytes, 0)
-            small = total <= limit
-            if small:
+            if total <= self.config.bandwidth * 0.001:
                 # cheap inputs: idle workers are fair game too
                 holders.update(self.room)
             if valid is not None:

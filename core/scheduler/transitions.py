@@ -342,7 +342,7 @@ class Transitions:
                 ts.run_id,
             )
         )
-        if not self._steal_armed:
+        if not self._steal_armed and len(self.workers) > 1:
             self._arm_stealing()
 
     def _unassign(self: SchedulerState, ts: TaskState, free: bool) -> WorkerInfo:
