@@ -27,4 +27,18 @@ __all__ = [
     "rejoin",
     "secede",
     "wait",
+    "LocalCluster",
+    "Security",
 ]
+
+_RUNTIME = {"LocalCluster": "twofold.runtime.local", "Security": "twofold.runtime.security"}
+
+
+def __getattr__(name: str):
+    """``LocalCluster`` and ``Security`` load the socket runtime (asyncio, ssl) on first use only."""
+    module = _RUNTIME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twofold' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

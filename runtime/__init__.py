@@ -1,9 +1,11 @@
 """twofold.runtime: the socket driver (real processes, TCP/TLS).
 
-So far the wire layer: :mod:`~twofold.runtime.framing` (frames, limits,
-handshake records) and :mod:`~twofold.runtime.comm` (handshaken, batched
-connections).  Servers, the nanny, ``LocalCluster`` and the CLI arrive with
-their own issue.
+The wire layer: :mod:`~twofold.runtime.framing` (frames, limits, handshake
+records) and :mod:`~twofold.runtime.comm` (handshaken, batched connections);
+the servers (:mod:`~twofold.runtime.scheduler`, :mod:`~twofold.runtime.worker`),
+the :mod:`~twofold.runtime.nanny`, :class:`~twofold.runtime.local.LocalCluster`,
+the Client's :mod:`~twofold.runtime.backend` and the command line
+(:mod:`~twofold.runtime.cli`).
 """
 
 from twofold.runtime.comm import (
@@ -18,6 +20,8 @@ from twofold.runtime.comm import (
     parse_address,
 )
 from twofold.runtime.framing import PROTOCOL_VERSION, FrameError, FrameLimits
+from twofold.runtime.local import LocalCluster
+from twofold.runtime.security import Security
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -28,6 +32,8 @@ __all__ = [
     "HandshakeError",
     "Listener",
     "ListenerStats",
+    "LocalCluster",
+    "Security",
     "connect",
     "format_address",
     "listen",

@@ -84,27 +84,58 @@ def register_address(prefix: str, factory: Callable[[str, "Client"], Backend]) -
 def _supported() -> str:
     prefixes = ", ".join(repr(p) for p in sorted(_FACTORIES)) or "none registered yet"
     return (
-        "pass a cluster object (e.g. twofold.sim.SimCluster(...)) or an address starting with a "
-        f"registered prefix ({prefixes}); the socket runtime (tcp://, LocalCluster) is not available yet"
+        "pass a cluster object (twofold.sim.SimCluster(...), twofold.LocalCluster(...)), "
+        f"an address starting with a registered prefix ({prefixes}), or nothing to start a LocalCluster"
     )
 
 
+#: Client() keywords that go to the connection (the rest go to the LocalCluster Client() starts)
+_CONNECT_KWARGS = ("security",)
+
+
 def _connect(address: Any, client: Client, kwargs: dict) -> Backend:
+    scheduler_file = kwargs.pop("scheduler_file", None)
+    if scheduler_file is not None:
+        if address is not None:
+            raise ValueError("Client() takes an address or scheduler_file=, not both")
+        from twofold.runtime.cli import read_scheduler_file
+
+        address = read_scheduler_file(scheduler_file)
+    if isinstance(address, str) and "://" not in address:
+        address = f"tcp://{address}"  # dask accepts "host:port"
+    if (address is None or (isinstance(address, str) and address.startswith(("tcp://", "tls://")))) and (
+        "tcp://" not in _FACTORIES
+    ):
+        import twofold.runtime.backend  # noqa: F401 - registers tcp:// and tls://
     connect = getattr(address, "_connect", None)
-    if kwargs:
-        # dask passes them to the LocalCluster that Client() starts; there is none yet
-        raise TypeError(f"Client() got unexpected keyword arguments {sorted(kwargs)}")
-    if callable(connect) and not isinstance(address, str):
+    if isinstance(address, Backend):
+        backend = address
+    elif address is None:
+        from twofold.runtime.backend import RuntimeBackend
+        from twofold.runtime.local import LocalCluster
+
+        security = kwargs.get("security")
+        cluster = LocalCluster(**kwargs)
+        try:
+            backend = RuntimeBackend(cluster.scheduler_address, security=security or cluster.security, cluster=cluster,
+                                     owns_cluster=True, timeout=client.timeout)  # fmt: skip
+        except BaseException:
+            cluster.close()
+            raise
+        kwargs = {}
+    elif callable(connect) and not isinstance(address, str):
         backend = connect(client)
     elif isinstance(address, str):
         prefix = next((p for p in sorted(_FACTORIES, key=len, reverse=True) if address.startswith(p)), None)
         if prefix is None:
             raise ValueError(f"cannot connect to {address!r}: {_supported()}")
-        backend = _FACTORIES[prefix](address, client)
-    elif address is None:
-        raise ValueError(f"Client() needs an address: {_supported()}")
+        backend = _FACTORIES[prefix](address, client, **{k: kwargs.pop(k) for k in _CONNECT_KWARGS if k in kwargs})
     else:
         raise TypeError(f"Client() takes an address str or a cluster object, got {type(address).__name__}")
+    if kwargs:
+        names = sorted(kwargs)
+        raise TypeError(f"Client() got unexpected keyword arguments {names}: cluster options such as n_workers "
+                        "apply only when Client() starts its own LocalCluster (no address)")  # fmt: skip
     if not isinstance(backend, Backend):
         raise TypeError(f"connecting to {address!r} gave {type(backend).__name__}, not a twofold Backend")
     return backend

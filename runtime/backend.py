@@ -1,0 +1,313 @@
+"""The Client's view of a real cluster (the :class:`Backend` for ``tcp://`` and ``tls://``).
+
+The connection to the scheduler lives on the process's shared event loop
+(:mod:`twofold.runtime.loop`); the Client's own thread only queues
+messages and waits on a condition that the reader notifies after each
+incoming batch.  Data goes straight to and from workers over pooled
+connections (:mod:`twofold.runtime.rpc`); pickling and unpickling happen in
+the caller's thread, not on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Mapping, Sequence
+
+from twofold.client.backend import Backend
+from twofold.client.client import register_address
+from twofold.errors import CommClosedError, error_class
+from twofold.messages import Message, TaskError
+from twofold.runtime import loop as loops
+from twofold.runtime.comm import Comm, connect
+from twofold.runtime.execution import RunSpecEncoder
+from twofold.runtime.payload import pack, unpack
+from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
+from twofold.runtime.rpc import ConnectionPool
+from twofold.runtime.security import Security
+
+logger = logging.getLogger("twofold.runtime.client")
+
+#: how often dropped futures' releases are sent when the client is otherwise idle
+_IDLE_FLUSH = 0.5
+
+
+class RuntimeBackend(Backend):
+    """A connection from a Client to a scheduler at ``address``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        security: Security | None = None,
+        secret: bytes | str | None = None,
+        ssl: Any = None,
+        cluster: Any = None,
+        owns_cluster: bool = False,
+        timeout: float | None = None,
+    ):
+        security = security or Security()
+        self.scheduler_address = address
+        self.cluster = cluster
+        self._owns_cluster = owns_cluster
+        self._secret = secret if secret is not None else security.secret
+        self._ssl = ssl if ssl is not None else security.client_context(address)
+        self._id = f"client-{uuid.uuid4().hex[:12]}"
+        self._receiver: Callable[[Message], None] | None = None
+        self._cond = threading.Condition()
+        self._outbox: deque = deque()
+        self._flush_pending = False
+        self._lost: str | None = None
+        self._closed = False
+        self._encoder = RunSpecEncoder()
+        self._loop = loop = loops.get_loop()
+        self._pool = ConnectionPool(kind="client", name=self._id, secret=self._secret,
+                                    ssl_for=lambda _: self._ssl)  # fmt: skip
+        connect_timeout = 10.0 if timeout is None else float(timeout)
+        self._comm: Comm = loops.run_sync(loop, connect(address, kind="client", name=self._id, secret=self._secret,
+                                                        ssl=self._ssl, timeout=connect_timeout,
+                                                        expect_kind="scheduler"))  # fmt: skip
+        self._reader = asyncio.run_coroutine_threadsafe(self._read(), loop)
+        self._idle_handle = None
+        loop.call_soon_threadsafe(self._arm_idle_flush)
+
+    def __repr__(self) -> str:
+        return f"<RuntimeBackend {self._id} -> {self.scheduler_address}>"
+
+    # -- identity and time -----------------------------------------------------------
+
+    def client_id(self) -> str:
+        return self._id
+
+    def new_token(self) -> str:
+        return uuid.uuid4().hex
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    # -- messages ------------------------------------------------------------------
+
+    def set_receiver(self, receiver: Callable[[Message], None]) -> None:
+        self._receiver = receiver
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        if self._lost is not None:
+            raise CommClosedError(self._lost)
+        if self._closed:
+            raise CommClosedError(f"{self._id} is closed")
+        self._outbox.extend(msgs)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon_threadsafe(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        self._flush_pending = False
+        outbox = self._outbox
+        msgs = []
+        while outbox:
+            msgs.append(outbox.popleft())
+        if msgs and not self._comm.closed:
+            self._comm.send(msgs)
+
+    async def _read(self) -> None:
+        comm = self._comm
+        try:
+            while True:
+                msgs, _ = await comm.recv()
+                receiver = self._receiver
+                if receiver is not None:
+                    for msg in msgs:
+                        receiver(msg)
+                with self._cond:
+                    self._cond.notify_all()
+        except CommClosedError as exc:
+            reason = str(exc)
+        except Exception as exc:  # a bug in handling a message: do not leave waiters hanging
+            logger.exception("client %s failed on a scheduler message", self._id)
+            reason = f"client failed on a scheduler message: {type(exc).__name__}: {exc}"
+            comm.abort(reason)
+        if not self._closed:
+            logger.warning("client %s lost the scheduler at %s: %s", self._id, self.scheduler_address, reason)
+        with self._cond:
+            self._lost = f"lost the connection to the scheduler at {self.scheduler_address}: {reason}"
+            self._cond.notify_all()
+
+    def _arm_idle_flush(self) -> None:
+        if self._closed or self._lost is not None:
+            return
+        owner = getattr(self._receiver, "__self__", None)
+        flush = getattr(owner, "_flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception:  # the client closed meanwhile
+                pass
+        self._idle_handle = self._loop.call_later(_IDLE_FLUSH, self._arm_idle_flush)
+
+    # -- user objects --------------------------------------------------------------
+
+    def dump_task(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
+        return self._encoder.encode(func, args, kwargs)
+
+    def load_error(self, error: TaskError) -> BaseException:
+        if error.exception is not None:
+            try:
+                exc = pickle.loads(error.exception)
+            except Exception:
+                exc = None
+            if isinstance(exc, BaseException):
+                return exc
+        return error_class(error.typename)(error.message)
+
+    def load_inline(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+    # -- blocking ---------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        if loops.in_loop_thread(self._loop):
+            raise RuntimeError("cannot block on the event loop's thread (e.g. in a done-callback): "
+                               "call result() from a regular thread")  # fmt: skip
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if predicate():
+                    return True
+                if self._lost is not None:
+                    raise CommClosedError(self._lost)
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def fetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        replies, missing = loops.run_sync(self._loop, self._fetch({k: list(v) for k, v in who_has.items()}))
+        data: dict[str, Any] = {}
+        for reply, frames in replies:
+            data.update(unpack(reply.keys, reply.headers, frames))
+        for key in data:
+            missing.pop(key, None)
+        return data, missing
+
+    async def _fetch(self, pending: dict[str, list[str]]) -> tuple[list, dict[str, str]]:
+        """Ask each key's holders in turn, all holders at once; the replies and what no holder had."""
+        replies: list = []
+        missing: dict[str, str] = {key: "" for key, holders in pending.items() if not holders}
+        todo = [key for key, holders in pending.items() if holders]
+        pool = self._pool
+        while todo:
+            by_holder: dict[str, list[str]] = {}
+            for key in todo:
+                holders = pending[key]
+                if holders:
+                    by_holder.setdefault(holders.pop(0), []).append(key)
+            todo = []
+
+            async def ask(holder: str, keys: list[str]) -> None:
+                try:
+                    reply, frames = await pool.request(holder, GetData(0.0, "", pool.next_id(), tuple(keys)))
+                    if type(reply) is not DataReply:
+                        raise CommClosedError(f"{holder} answered {type(reply).__name__}")
+                except (OSError, Exception) as exc:
+                    logger.debug("fetching %d keys from %s failed: %s", len(keys), holder, exc)
+                    lacking = keys
+                else:
+                    replies.append((reply, frames))
+                    got = set(reply.keys)
+                    lacking = [key for key in keys if key not in got]
+                for key in lacking:
+                    missing[key] = holder
+                    if pending[key]:
+                        todo.append(key)
+
+            await asyncio.gather(*(ask(holder, keys) for holder, keys in by_holder.items()))
+        return replies, missing
+
+    def put(
+        self,
+        placement: Mapping[str, Sequence[str]],
+        data: Mapping[str, Any],
+        free_seqs: Mapping[str, int] | None = None,
+    ) -> dict[str, tuple[int, str]]:
+        packed = {}
+        info: dict[str, tuple[int, str]] = {}
+        for key in placement:
+            keys, headers, nbytes, typenames, frames = pack({key: data[key]})
+            packed[key] = (headers[0], frames)
+            info[key] = (nbytes[key], typenames[key])
+        by_worker: dict[str, list[str]] = {}
+        for key, workers in placement.items():
+            for worker in workers:
+                by_worker.setdefault(worker, []).append(key)
+        failures = loops.run_sync(self._loop, self._put(by_worker, packed, info, dict(free_seqs or {})))
+        if failures:
+            raise CommClosedError(f"could not scatter to {sorted(failures)}: " + "; ".join(failures.values()))
+        return info
+
+    async def _put(self, by_worker: dict, packed: dict, info: dict, free_seqs: dict) -> dict[str, str]:
+        pool = self._pool
+        failures: dict[str, str] = {}
+
+        async def one(worker: str, keys: list[str]) -> None:
+            frames: list = []
+            headers = []
+            for key in keys:
+                header, key_frames = packed[key]
+                headers.append(header)
+                frames.extend(key_frames)
+            msg = PutData(0.0, "", pool.next_id(), tuple(keys), tuple(headers), {k: info[k][0] for k in keys},
+                          {k: info[k][1] for k in keys}, free_seqs.get(worker, -1))  # fmt: skip
+            try:
+                reply, _ = await pool.request(worker, msg, frames)
+            except Exception as exc:
+                failures[worker] = f"{worker}: {exc}"
+                return
+            if type(reply) is not PutReply or reply.error:
+                failures[worker] = f"{worker}: {getattr(reply, 'error', type(reply).__name__)}"
+
+        await asyncio.gather(*(one(worker, keys) for worker, keys in by_worker.items()))
+        return failures
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._loop
+
+        async def shut() -> None:
+            if self._idle_handle is not None:
+                self._idle_handle.cancel()
+            self._flush_outbox()
+            await self._comm.close("client closed", timeout=2.0)
+            await self._pool.close()
+
+        if loops.in_loop_thread(loop):
+            loop.create_task(shut())
+        else:
+            try:
+                loops.run_sync(loop, shut(), timeout=5.0)
+            except Exception:
+                logger.debug("closing %s did not finish cleanly", self._id, exc_info=True)
+        cluster = self.cluster
+        if self._owns_cluster and cluster is not None:
+            cluster.close()
+
+
+def _connect_address(address: str, client: Any, security: Security | None = None) -> RuntimeBackend:
+    return RuntimeBackend(address, security=security, timeout=client.timeout)
+
+
+register_address("tcp://", _connect_address)
+register_address("tls://", _connect_address)

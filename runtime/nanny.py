@@ -1,0 +1,156 @@
+"""The nanny: starts a worker process and starts it again when it dies.
+
+A worker process (``python -m twofold.runtime.cli worker --no-nanny``) ends
+with an exit code that says why (:data:`EXIT_SCHEDULER_LOST`: the scheduler
+is gone, so restarting is pointless; 0: asked to stop).  Any other death —
+a crash, ``SIGKILL``, the scheduler closing it for missed heartbeats — gets
+a fresh process, unless the worker keeps dying within seconds of starting
+(then the nanny gives up and says so instead of looping forever).
+
+The shared secret goes to the child in its environment, never on its
+command line (which other users can read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+logger = logging.getLogger("twofold.runtime.nanny")
+
+#: a worker's exit code when it lost the scheduler (the nanny then stops too)
+EXIT_SCHEDULER_LOST = 3
+#: give up after this many deaths in a row each within FAST_DEATH seconds of starting
+MAX_FAST_DEATHS = 5
+FAST_DEATH = 5.0
+
+
+class Nanny:
+    """One supervised worker process."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int = 1,
+        name: str | None = None,
+        memory_limit: int | None = None,
+        resources: dict[str, float] | None = None,
+        host: str = "127.0.0.1",
+        secret: bytes | str | None = None,
+        tls_args: list[str] | None = None,
+        restart: bool = True,
+        quiet: bool = False,
+    ):
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.name = name
+        self.memory_limit = memory_limit
+        self.resources = resources
+        self.host = host
+        self._secret = secret
+        self._tls_args = list(tls_args or [])
+        self._restart = restart
+        self._quiet = quiet
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._closing = False
+        self._watcher: asyncio.Task | None = None
+        #: set once the nanny stops for good; its result is the reason
+        self.finished: asyncio.Future | None = None
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process is not None else None
+        return f"<Nanny {self.name!r} pid={pid} restarts={self.restarts}>"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "twofold.runtime.cli", "worker", self.scheduler_address, "--no-nanny",
+               "--nthreads", str(self.nthreads), "--host", self.host]  # fmt: skip
+        if self.name:
+            cmd += ["--name", self.name]
+        if self.memory_limit:
+            cmd += ["--memory-limit", str(self.memory_limit)]
+        if self.resources:
+            cmd += ["--resources", " ".join(f"{k}={v}" for k, v in self.resources.items())]
+        return cmd + self._tls_args
+
+    async def _spawn(self) -> None:
+        env = dict(os.environ)
+        if self._secret is not None:
+            secret = self._secret.decode() if isinstance(self._secret, bytes) else self._secret
+            env["TWOFOLD_SECRET"] = secret
+        # the child must import the same twofold, and the user's modules next to the script
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))
+        out = asyncio.subprocess.DEVNULL if self._quiet else None
+        self.process = await asyncio.create_subprocess_exec(*self._command(), env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                            stdout=out, stderr=out)  # fmt: skip
+
+    async def start(self) -> "Nanny":
+        self.finished = asyncio.get_running_loop().create_future()
+        await self._spawn()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        fast_deaths = 0
+        while True:
+            started = time.monotonic()
+            code = await self.process.wait()
+            if self._closing:
+                break
+            if code == EXIT_SCHEDULER_LOST:
+                self._finish(f"worker {self.name} lost the scheduler")
+                return
+            if not self._restart or code == 0:
+                self._finish(f"worker {self.name} exited with code {code}")
+                return
+            fast_deaths = fast_deaths + 1 if time.monotonic() - started < FAST_DEATH else 1
+            if fast_deaths >= MAX_FAST_DEATHS:
+                logger.error("worker %s died %d times in a row within %.0f s of starting (last exit code %s); "
+                             "not restarting it again", self.name, fast_deaths, FAST_DEATH, code)  # fmt: skip
+                self._finish(f"worker {self.name} keeps dying")
+                return
+            self.restarts += 1
+            logger.warning("worker %s (pid %s) died with exit code %s; restarting it (restart %d)", self.name,
+                           self.process.pid, code, self.restarts)  # fmt: skip
+            await self._spawn()
+        self._finish("closed")
+
+    def _finish(self, reason: str) -> None:
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(reason)
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Stop the worker (SIGTERM, then SIGKILL after ``timeout``) and do not restart it."""
+        self._closing = True
+        proc = self.process
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), timeout)
+            except ProcessLookupError:
+                pass
+            except asyncio.TimeoutError:
+                logger.warning("worker %s did not stop within %.1f s of SIGTERM; killing it", self.name, timeout)
+                proc.kill()
+                await proc.wait()
+        if self._watcher is not None:
+            try:
+                await asyncio.wait_for(self._watcher, 1.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._watcher.cancel()
+        self._finish("closed")
+
+    def kill(self) -> None:
+        """SIGKILL the worker process (tests; the nanny restarts it)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()

@@ -1,0 +1,56 @@
+"""The runtime's own messages: the data plane between clients and workers.
+
+The state machines' vocabulary (``twofold.messages``) covers control; moving
+user data is the drivers' business, so its messages live here.  They are
+registered like any other message (same codec, same frames).  Each data
+request carries a ``request_id`` chosen by the asking side, echoed in the
+reply, so one connection carries many requests at once.
+
+Serialized objects travel as payload frames after the batch header: a reply
+lists, per key, the serialization header (``twofold.serialize``), whose
+``count`` says how many of the following frames belong to that key.
+"""
+
+from __future__ import annotations
+
+from twofold.messages import Key, Message, message
+
+
+@message
+class GetData(Message):
+    """Ask a worker for the data of ``keys`` (a peer gathering, or a client)."""
+
+    request_id: int
+    keys: tuple[Key, ...]
+
+
+@message
+class DataReply(Message):
+    """The keys held (``headers`` aligned with ``keys``; frames follow) and those not."""
+
+    request_id: int
+    keys: tuple[Key, ...]
+    headers: tuple[dict, ...]
+    nbytes: dict[Key, int]
+    missing: tuple[Key, ...] = ()
+
+
+@message
+class PutData(Message):
+    """A client scatters data to a worker (frames follow, as in :class:`DataReply`)."""
+
+    request_id: int
+    keys: tuple[Key, ...]
+    headers: tuple[dict, ...]
+    nbytes: dict[Key, int]
+    typenames: dict[Key, str]
+    after: int = -1
+
+
+@message
+class PutReply(Message):
+    """The worker stored the scattered keys."""
+
+    request_id: int
+    error: str = ""
+

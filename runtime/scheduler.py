@@ -1,0 +1,265 @@
+"""The scheduler server: connections in, :class:`SchedulerState` in the middle.
+
+Every connection is a client or a worker, decided by its first message
+(``AddClient`` or ``AddWorker``); from then on it may send only the messages
+of its kind, naming itself.  A message that breaks those rules, or that the
+machine refuses with an exception, closes *that* connection with a logged
+reason; the scheduler and everyone else carry on.
+
+Outputs are routed by a table built from the message classes: to the worker
+or client the message names, ``SetTimer`` onto the event loop, and
+``CloseWorker`` closes the worker's connection.  Replies leave batched: the
+``Comm`` coalesces everything sent while one incoming batch is handled.
+
+The scheduler never unpickles user data: run specs, results and errors are
+bytes it forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from twofold import messages as M
+from twofold.config import SchedulerConfig
+from twofold.errors import CommClosedError
+from twofold.runtime.comm import Comm, Listener, listen
+from twofold.runtime.framing import DEFAULT_LIMITS, FrameLimits
+from twofold.scheduler import SchedulerState
+
+logger = logging.getLogger("twofold.runtime.scheduler")
+
+#: what a client may send (and the field naming the client)
+_FROM_CLIENT = {
+    M.AddClient: "client", M.RemoveClient: "client", M.UpdateGraph: "client", M.DesireKeys: "client",
+    M.ReleaseKeys: "client", M.CancelKeys: "client", M.RetryKeys: "client", M.FireAndForget: "client",
+    M.ScatterRequest: "client", M.UpdateData: "client", M.WhoHasRequest: "client", M.Replicate: "client",
+    M.MissingData: "reporter",
+}  # fmt: skip
+#: what a worker may send (and the field naming the worker)
+_FROM_WORKER = {
+    M.AddWorker: "worker", M.RemoveWorker: "worker", M.WorkerHeartbeat: "worker", M.TaskFinished: "worker",
+    M.TaskErred: "worker", M.AddReplicas: "worker", M.StealResponse: "worker", M.LongRunning: "worker",
+    M.RescheduleTask: "worker", M.MissingData: "reporter",
+}  # fmt: skip
+
+
+def _route_kind(cls: type) -> str:
+    if cls is M.SetTimer:
+        return "timer"
+    if cls is M.CloseWorker:
+        return "close"
+    names = cls._field_names
+    if "worker" in names:
+        return "worker"
+    if "client" in names:
+        return "client"
+    return "none"
+
+
+_ROUTE = {cls: _route_kind(cls) for cls in M.REGISTRY.values() if issubclass(cls, M.Message)}
+
+
+class SchedulerServer:
+    """Serve a :class:`SchedulerState` on ``host:port`` (``port=0``: any free port)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        config: SchedulerConfig | None = None,
+        policy: Any = None,
+        secret: bytes | str | None = None,
+        ssl: Any = None,
+        limits: FrameLimits = DEFAULT_LIMITS,
+        name: str = "scheduler",
+    ):
+        self.state = SchedulerState(config, policy)
+        self._host = host
+        self._port = port
+        self._secret = secret
+        self._ssl = ssl
+        self._limits = limits
+        self._name = name
+        self._listener: Listener | None = None
+        self.address = ""
+        self.workers: dict[str, Comm] = {}
+        self.clients: dict[str, Comm] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._workers_changed: asyncio.Event | None = None
+        self._sid = 0
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<SchedulerServer {self.address or 'not started'}: {len(self.workers)} workers, {len(self.clients)} clients>"
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self) -> "SchedulerServer":
+        self._loop = asyncio.get_running_loop()
+        self._workers_changed = asyncio.Event()
+        self._listener = await listen(
+            self._host, self._port, self._serve, kind="scheduler", name=self._name, secret=self._secret,
+            ssl=self._ssl, limits=self._limits,
+        )  # fmt: skip
+        self.address = self._listener.address
+        logger.info("scheduler listening at %s", self.address)
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._listener is not None:
+            await self._listener.close()
+        logger.info("scheduler at %s closed", self.address)
+
+    async def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
+        """Return once at least ``n`` workers are registered."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.workers) < n:
+            if self._closed:
+                raise CommClosedError("the scheduler closed while waiting for workers")
+            event = self._workers_changed
+            event.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise asyncio.TimeoutError
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                if len(self.workers) >= n:
+                    return
+                raise
+
+    # -- connections -----------------------------------------------------------
+
+    async def _serve(self, comm: Comm) -> None:
+        msgs, frames = await comm.recv()
+        if frames:
+            comm.abort("the scheduler takes no payload frames")
+            return
+        first = msgs[0] if msgs else None
+        if type(first) is M.AddClient and isinstance(first.client, str):
+            await self._serve_client(comm, first.client, msgs)
+        elif type(first) is M.AddWorker and isinstance(first.worker, str):
+            await self._serve_worker(comm, first.worker, msgs)
+        else:
+            what = type(first).__name__ if first is not None else "an empty batch"
+            logger.warning("dropping %s: its first message was %s, not AddClient or AddWorker", comm.peer_address, what)
+            comm.abort(f"first message must be AddClient or AddWorker, got {what}")
+
+    async def _serve_client(self, comm: Comm, client: str, msgs: tuple) -> None:
+        if client in self.clients or client == "fire-and-forget":
+            logger.warning("refusing a second connection for client %r from %s", client, comm.peer_address)
+            comm.abort(f"client id {client!r} is already connected")
+            return
+        self.clients[client] = comm
+        logger.info("client %s connected from %s", client, comm.peer_address)
+        try:
+            await self._pump(comm, client, _FROM_CLIENT, msgs)
+        finally:
+            if self.clients.get(client) is comm:
+                del self.clients[client]
+                if not self._closed:
+                    self._handle(M.RemoveClient(0.0, f"client-lost-{self._next_sid()}", client))
+            logger.info("client %s disconnected: %s", client, comm.close_reason or "closed")
+
+    async def _serve_worker(self, comm: Comm, worker: str, msgs: tuple) -> None:
+        if worker in self.workers:
+            logger.warning("refusing a second connection for worker %s", worker)
+            comm.abort(f"worker {worker!r} is already registered")
+            return
+        self.workers[worker] = comm
+        self._workers_changed.set()
+        first = msgs[0]
+        logger.info("worker %s registered (%d threads%s)", worker, first.nthreads,
+                    f", name {first.name!r}" if first.name and first.name != worker else "")  # fmt: skip
+        reason = "connection lost"
+        try:
+            await self._pump(comm, worker, _FROM_WORKER, msgs)
+        finally:
+            reason = comm.close_reason or reason
+            if self.workers.get(worker) is comm:
+                del self.workers[worker]
+                self._workers_changed.set()
+                if not self._closed:
+                    self._handle(M.RemoveWorker(0.0, f"worker-lost-{self._next_sid()}", worker, reason))
+            logger.info("worker %s left: %s", worker, reason)
+
+    async def _pump(self, comm: Comm, identity: str, allowed: dict, msgs: tuple) -> None:
+        """Feed the machine this connection's messages until it closes."""
+        while True:
+            for msg in msgs:
+                field = allowed.get(type(msg))
+                if field is None or getattr(msg, field) != identity:
+                    why = (f"{type(msg).__name__} is not allowed from a {comm.peer.kind}" if field is None
+                           else f"{type(msg).__name__} names {getattr(msg, field)!r}, not {identity!r}")  # fmt: skip
+                    logger.warning("dropping %s (%s): %s", identity, comm.peer_address, why)
+                    comm.abort(why)
+                    return
+                try:
+                    self._handle(msg)
+                except Exception as exc:
+                    logger.exception("the scheduler refused %s from %s", type(msg).__name__, identity)
+                    comm.abort(f"message refused: {type(msg).__name__}: {exc}")
+                    return
+            try:
+                msgs, frames = await comm.recv()
+            except CommClosedError:
+                return
+            if frames:
+                comm.abort("the scheduler takes no payload frames")
+                return
+
+    # -- the machine -------------------------------------------------------------
+
+    def _next_sid(self) -> int:
+        self._sid += 1
+        return self._sid
+
+    def _handle(self, msg: M.Message) -> None:
+        M.restamp(msg, time.monotonic())
+        self._route(self.state.handle(msg))
+
+    def _route(self, outs: list) -> None:
+        route = _ROUTE
+        workers = self.workers
+        clients = self.clients
+        for out in outs:
+            kind = route[type(out)]
+            if kind == "worker":
+                comm = workers.get(out.worker)
+                if comm is not None and not comm.closed:
+                    comm.send(out)
+            elif kind == "client":
+                comm = clients.get(out.client)
+                if comm is not None and not comm.closed:
+                    comm.send(out)
+            elif kind == "timer":
+                self._set_timer(out)
+            elif kind == "close":
+                comm = workers.get(out.worker)
+                if comm is not None:
+                    logger.warning("closing worker %s: %s", out.worker, out.reason)
+                    comm.send(out)
+                    self._loop.create_task(comm.close(out.reason))
+
+    def _set_timer(self, out: M.SetTimer) -> None:
+        old = self._timers.pop(out.token, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, out.at - time.monotonic())
+        self._timers[out.token] = self._loop.call_later(delay, self._fire, out.token)
+
+    def _fire(self, token: str) -> None:
+        self._timers.pop(token, None)
+        if not self._closed:
+            self._handle(M.TimerFired(0.0, f"timer-{self._next_sid()}", token))

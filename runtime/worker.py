@@ -1,0 +1,365 @@
+"""The worker server: a :class:`WorkerState` driven by real connections and threads.
+
+It connects to the scheduler (control), listens on its own port for peers
+and clients (data plane: :mod:`twofold.runtime.protocol`), runs tasks on
+:class:`~twofold.runtime.execution.TaskThreads`, fetches dependencies from
+peers directly over pooled connections, and sends heartbeats.
+
+Task threads never touch the machine: a finished task is appended to a
+deque and the loop is woken once for however many finished meanwhile (one
+``call_soon_threadsafe`` per burst, not per task).
+
+When the scheduler connection is lost the worker closes (its nanny, if any,
+decides what comes next); ``finished`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from twofold import messages as M
+from twofold.client.spec import substitute
+from twofold.config import SchedulerConfig, WorkerConfig
+from twofold.errors import CommClosedError, ProtocolError
+from twofold.runtime import execution
+from twofold.runtime.comm import Comm, Listener, connect, listen
+from twofold.runtime.payload import pack, unpack
+from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
+from twofold.runtime.rpc import ConnectionPool
+from twofold.worker import WorkerState
+
+logger = logging.getLogger("twofold.runtime.worker")
+
+_INLINE_LIMIT = SchedulerConfig().inline_result_limit
+
+
+class WorkerServer:
+    """One worker: ``await start()``, then it serves until ``await close()`` or the scheduler goes."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int = 1,
+        name: str | None = None,
+        resources: dict[str, float] | None = None,
+        memory_limit: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        secret: bytes | str | None = None,
+        ssl_server: Any = None,
+        ssl_client: Any = None,
+        heartbeat_interval: float = 1.0,
+        config: WorkerConfig | None = None,
+        connect_timeout: float = 10.0,
+    ):
+        if not isinstance(nthreads, int) or nthreads < 1:
+            raise ValueError(f"nthreads must be an int >= 1, got {nthreads!r}")
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.name = name
+        self.resources = dict(resources) if resources else None
+        self.memory_limit = memory_limit
+        self._host = host
+        self._port = port
+        self._secret = secret
+        self._ssl_server = ssl_server
+        self._ssl_client = ssl_client
+        self._heartbeat_interval = heartbeat_interval
+        self._config = config
+        self._connect_timeout = connect_timeout
+        self.address = ""
+        self.state: WorkerState | None = None
+        self.data: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
+        self._listener: Listener | None = None
+        self._scheduler: Comm | None = None
+        self._pool: ConnectionPool | None = None
+        self._threads: execution.TaskThreads | None = None
+        self._functions = execution.FunctionCache()
+        self._done: deque = deque()
+        self._wake_pending = False
+        self._rejoin: dict[str, threading.Event] = {}
+        self._task_client: Any = None
+        self._task_client_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._sid = 0
+        self._closing = False
+        #: set when the worker stops; its result is the reason
+        self.finished: asyncio.Future | None = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerServer {self.address or 'not started'} ({self.nthreads} threads) -> {self.scheduler_address}>"
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self) -> "WorkerServer":
+        loop = self._loop = asyncio.get_running_loop()
+        self.finished = loop.create_future()
+        self._listener = await listen(self._host, self._port, self._serve_data, kind="worker",
+                                      name=self.name or "", secret=self._secret, ssl=self._ssl_server)  # fmt: skip
+        self.address = self._listener.address
+        self.name = self.name or self.address
+        self.state = WorkerState(self.address, self.nthreads, self.resources, self._config)
+        self._pool = ConnectionPool(kind="worker", name=self.name, secret=self._secret,
+                                    ssl_for=lambda _: self._ssl_client, timeout=self._connect_timeout)  # fmt: skip
+        self._threads = execution.TaskThreads(self._run_task, f"twofold-task-{self.name}")
+        try:
+            self._scheduler = await connect(self.scheduler_address, kind="worker", name=self.name,
+                                            secret=self._secret, ssl=self._ssl_client,
+                                            timeout=self._connect_timeout, expect_kind="scheduler")  # fmt: skip
+        except BaseException:
+            await self._listener.close()
+            raise
+        self._scheduler.send(M.AddWorker(time.monotonic(), self._next_sid("start"), self.address, self.nthreads,
+                                         self.resources, self.memory_limit, self.name))  # fmt: skip
+        self._spawn(self._read_scheduler())
+        self._spawn(self._heartbeats())
+        logger.info("worker %s (%d threads) connected to the scheduler at %s", self.address, self.nthreads,
+                    self.scheduler_address)  # fmt: skip
+        return self
+
+    async def close(self, reason: str = "closed") -> None:
+        if self._closing:
+            await asyncio.shield(self.finished)
+            return
+        self._closing = True
+        logger.info("worker %s closing: %s", self.address, reason)
+        if self._scheduler is not None:
+            await self._scheduler.close(reason, timeout=1.0)
+        if self._listener is not None:
+            await self._listener.close(timeout=1.0)
+        if self._pool is not None:
+            await self._pool.close()
+        if self._threads is not None:
+            self._threads.close()
+        for event in self._rejoin.values():
+            event.set()
+        client, self._task_client = self._task_client, None
+        if client is not None:
+            await asyncio.get_running_loop().run_in_executor(None, client.close)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if not self.finished.done():
+            self.finished.set_result(reason)
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _next_sid(self, what: str) -> str:
+        self._sid += 1
+        return f"{what}-{self._sid}"
+
+    # -- the scheduler ------------------------------------------------------------
+
+    async def _read_scheduler(self) -> None:
+        comm = self._scheduler
+        reason = "the scheduler closed the connection"
+        try:
+            while True:
+                msgs, _ = await comm.recv()
+                for msg in msgs:
+                    if type(msg) is M.CloseWorker:
+                        reason = f"the scheduler closed this worker: {msg.reason}"
+                        raise CommClosedError(reason)
+                    self.handle(msg)
+        except CommClosedError as exc:
+            if reason.startswith("the scheduler closed the connection"):
+                reason = f"lost the scheduler at {self.scheduler_address}: {exc}"
+        except Exception as exc:
+            logger.exception("worker %s failed on a scheduler message", self.address)
+            reason = f"failed on a scheduler message: {type(exc).__name__}: {exc}"
+        if not self._closing:
+            logger.warning("worker %s: %s", self.address, reason)
+            self._spawn(self.close(reason))
+
+    async def _heartbeats(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._heartbeat_interval)
+            comm = self._scheduler
+            if comm is None or comm.closed:
+                return
+            memory = sum(self._sizes.values())
+            comm.send(M.WorkerHeartbeat(time.monotonic(), self._next_sid("hb"), self.address, memory,
+                                        len(self.state.executing)))  # fmt: skip
+
+    # -- the machine -------------------------------------------------------------
+
+    def handle(self, msg: M.Message) -> None:
+        if self._closing:
+            return
+        M.restamp(msg, time.monotonic())
+        outs = self.state.handle(msg)
+        for out in outs:
+            cls = type(out)
+            if cls is M.Execute:
+                self._execute(out)
+            elif cls is M.GatherDeps:
+                self._spawn(self._gather(out))
+            elif cls is M.DeleteData:
+                data, sizes = self.data, self._sizes
+                for key in out.keys:
+                    data.pop(key, None)
+                    sizes.pop(key, None)
+            elif cls is M.RejoinGranted:
+                event = self._rejoin.pop(out.key, None)
+                if event is not None:
+                    event.set()
+            else:
+                comm = self._scheduler
+                if not comm.closed:
+                    comm.send(out)
+
+    # -- execution -----------------------------------------------------------------
+
+    def _execute(self, ex: M.Execute) -> None:
+        deps = None
+        if ex.dependencies:
+            data = self.data
+            deps = {key: data[key] for key in ex.dependencies}
+        self._threads.submit((ex.key, ex.run_spec, deps))
+
+    def _run_task(self, item: tuple) -> None:
+        """In a task thread: run it, describe the outcome, hand it to the loop."""
+        key, run_spec, deps = item
+        execution.set_current(self, key)
+        start = time.monotonic()
+        try:
+            func, args, kwargs = self._functions.decode(run_spec)
+            if deps:
+                args = substitute(args, deps)
+                kwargs = substitute(kwargs, deps)
+            result = func(*args, **kwargs)
+            stop = time.monotonic()
+            nbytes, typename, inline = execution.describe_result(result, _INLINE_LIMIT)
+            outcome = (key, True, result, nbytes, typename, inline, start, stop)
+        except BaseException as exc:  # the user's error, reported to the scheduler
+            stop = time.monotonic()
+            outcome = (key, False, execution.task_error(exc), 0, "", None, start, stop)
+            del exc
+        finally:
+            execution.set_current(self, None)
+        self._done.append(outcome)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain_done)
+            except RuntimeError:  # the loop closed: the worker is gone
+                pass
+
+    def _drain_done(self) -> None:
+        self._wake_pending = False
+        done = self._done
+        while done:
+            key, ok, value, nbytes, typename, inline, start, stop = done.popleft()
+            if self._closing:
+                continue
+            if ok:
+                self.data[key] = value
+                self._sizes[key] = nbytes
+                msg = M.ExecuteSuccess(0.0, self._next_sid("done"), key, nbytes, typename, start, stop, inline)
+            else:
+                msg = M.ExecuteFailure(0.0, self._next_sid("erred"), key, value, start, stop)
+            self.handle(msg)  # a result nobody wants any more comes back as DeleteData
+
+    # secede / rejoin, called from task threads
+
+    def secede(self, key: str) -> None:
+        self._loop.call_soon_threadsafe(self.handle, M.Secede(0.0, self._next_sid("secede"), key))
+
+    def rejoin(self, key: str) -> None:
+        event = threading.Event()
+        self._loop.call_soon_threadsafe(self._ask_rejoin, key, event)
+        event.wait()
+
+    def _ask_rejoin(self, key: str, event: threading.Event) -> None:
+        self._rejoin[key] = event
+        self.handle(M.Rejoin(0.0, self._next_sid("rejoin"), key))
+
+    def task_client(self) -> Any:
+        """The Client that tasks here get from ``get_client()`` (one per worker)."""
+        with self._task_client_lock:
+            client = self._task_client
+            if client is None or client.status != "running":
+                from twofold.client import Client
+                from twofold.runtime.backend import RuntimeBackend
+
+                backend = RuntimeBackend(self.scheduler_address, secret=self._secret, ssl=self._ssl_client)
+                client = self._task_client = Client(backend, set_as_default=False)
+            return client
+
+    # -- data plane ------------------------------------------------------------------
+
+    async def _gather(self, req: M.GatherDeps) -> None:
+        pool = self._pool
+        try:
+            reply, frames = await pool.request(req.peer, GetData(0.0, "", pool.next_id(), req.keys))
+            if type(reply) is not DataReply:
+                raise ProtocolError(f"expected DataReply, got {type(reply).__name__}")
+            arrived = unpack(reply.keys, reply.headers, frames)
+        except Exception as exc:
+            if not self._closing:
+                logger.info("worker %s: fetching %d keys from %s failed: %s", self.address, len(req.keys),
+                            req.peer, exc)  # fmt: skip
+                self.handle(M.GatherFailure(0.0, self._next_sid("gather-failed"), req.peer, req.keys))
+            return
+        if self._closing:
+            return
+        nbytes = {key: reply.nbytes.get(key, 0) for key in arrived}
+        self.data.update(arrived)
+        self._sizes.update(nbytes)
+        self.handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, tuple(reply.missing)))
+
+    async def _serve_data(self, comm: Comm) -> None:
+        """A peer or a client: answer GetData and PutData until it hangs up."""
+        while True:
+            try:
+                msgs, frames = await comm.recv()
+            except CommClosedError:
+                return
+            offset = 0
+            for msg in msgs:
+                cls = type(msg)
+                if cls is GetData:
+                    self._reply_data(comm, msg)
+                elif cls is PutData:
+                    count = sum(h.get("count", 0) if isinstance(h, dict) else 0 for h in msg.headers)
+                    self._store_put(comm, msg, frames[offset:offset + count])
+                    offset += count
+                else:
+                    comm.abort(f"a worker's data port does not take {cls.__name__}")
+                    return
+
+    def _reply_data(self, comm: Comm, msg: GetData) -> None:
+        data = self.data
+        found = {key: data[key] for key in msg.keys if key in data}
+        missing = tuple(key for key in msg.keys if key not in data)
+        try:
+            keys, headers, nbytes, _, frames = pack(found)
+        except Exception as exc:
+            logger.error("worker %s cannot serialize %s: %s", self.address, list(found), exc)
+            keys, headers, nbytes, frames, missing = (), (), {}, [], tuple(msg.keys)
+        comm.send(DataReply(0.0, "", msg.request_id, keys, headers, nbytes, missing), frames)
+
+    def _store_put(self, comm: Comm, msg: PutData, frames: list) -> None:
+        try:
+            objects = unpack(msg.keys, msg.headers, frames)
+        except Exception as exc:
+            comm.send(PutReply(0.0, "", msg.request_id, f"cannot load the scattered data: {exc}"))
+            return
+        if not self._closing:
+            self.data.update(objects)
+            sizes = {key: int(msg.nbytes.get(key, 0)) for key in objects}
+            self._sizes.update(sizes)
+            self.handle(M.DataPut(0.0, self._next_sid("put"), sizes, msg.after))
+        comm.send(PutReply(0.0, "", msg.request_id))
