@@ -29,6 +29,7 @@ from twofold.runtime.execution import RunSpecEncoder
 from twofold.runtime.payload import pack, unpack
 from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
 from twofold.runtime.rpc import ConnectionPool
+from twofold.runtime.scheduler import SchedulerServer
 from twofold.runtime.security import Security
 
 logger = logging.getLogger("twofold.runtime.client")
@@ -69,9 +70,14 @@ class RuntimeBackend(Backend):
         self._pool = ConnectionPool(kind="client", name=self._id, secret=self._secret,
                                     ssl_for=lambda _: self._ssl)  # fmt: skip
         connect_timeout = 10.0 if timeout is None else float(timeout)
-        self._comm: Comm = loops.run_sync(loop, connect(address, kind="client", name=self._id, secret=self._secret,
-                                                        ssl=self._ssl, timeout=connect_timeout,
-                                                        expect_kind="scheduler"))  # fmt: skip
+        local = getattr(cluster, "scheduler", None)
+        if isinstance(local, SchedulerServer) and local._loop is loop:
+            # the scheduler runs on our own loop: hand messages over, no socket (see inproc.py)
+            self._comm = loops.run_sync(loop, _inproc(local, self._id))
+        else:
+            self._comm = loops.run_sync(loop, connect(address, kind="client", name=self._id, secret=self._secret,
+                                                      ssl=self._ssl, timeout=connect_timeout,
+                                                      expect_kind="scheduler"))  # fmt: skip
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), loop)
         self._idle_handle = None
         loop.call_soon_threadsafe(self._arm_idle_flush)
@@ -303,6 +309,10 @@ class RuntimeBackend(Backend):
         cluster = self.cluster
         if self._owns_cluster and cluster is not None:
             cluster.close()
+
+
+async def _inproc(scheduler: SchedulerServer, name: str):
+    return scheduler.connect_inproc("client", name)
 
 
 def _connect_address(address: str, client: Any, security: Security | None = None) -> RuntimeBackend:

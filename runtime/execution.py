@@ -1,9 +1,10 @@
 """Running user functions on a worker: run specs, the thread pool, task context.
 
 * **Run specs.**  The client pickles each distinct function once
-  (:class:`RunSpecEncoder`, cached by identity) and every task's run spec is
-  ``(function bytes, args, kwargs)``; the worker unpickles each distinct
-  function once (:class:`FunctionCache`).  A ``map`` over 20,000 items pays
+  (:class:`RunSpecEncoder`, cached by identity) and every task's run spec carries
+  the function's bytes and the arguments' pickle; the worker unpickles each distinct
+  function once (:class:`FunctionCache`).  Layout: a 4-byte length, the
+  function's pickle, then the pickle of ``(args, kwargs)``.  A ``map`` over 20,000 items pays
   for cloudpickling a lambda once, not 20,000 times.
 * **Threads.**  :class:`TaskThreads` runs work items on threads that wait
   on one queue, starting a new thread only when none is idle; the state
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 import threading
 import traceback as tb_module
 from collections import OrderedDict
@@ -43,6 +45,9 @@ def _pickle_one(obj: Any) -> bytes:
     return frame if type(frame) is bytes else bytes(frame)
 
 
+_LENGTH = struct.Struct("!I")
+
+
 class RunSpecEncoder:
     """The client side: ``(func, args, kwargs)`` to run-spec bytes, functions pickled once."""
 
@@ -62,7 +67,9 @@ class RunSpecEncoder:
         return data
 
     def encode(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
-        return _pickle_one((self.function_bytes(func), args, kwargs))
+        # the function apart: a __main__ function's bytes would send every task's args through cloudpickle
+        fbytes = self.function_bytes(func)
+        return _LENGTH.pack(len(fbytes)) + fbytes + _pickle_one((args, kwargs))
 
 
 class FunctionCache:
@@ -74,7 +81,10 @@ class FunctionCache:
         self._lock = threading.Lock()
 
     def decode(self, run_spec: bytes) -> tuple[Callable, tuple, dict]:
-        fbytes, args, kwargs = pickle.loads(run_spec)
+        (n,) = _LENGTH.unpack_from(run_spec)
+        end = _LENGTH.size + n
+        fbytes = run_spec[_LENGTH.size:end]
+        args, kwargs = pickle.loads(memoryview(run_spec)[end:])
         func = self._funcs.get(fbytes)
         if func is None:
             func = pickle.loads(fbytes)

@@ -25,8 +25,10 @@ from typing import Any
 from twofold import messages as M
 from twofold.config import SchedulerConfig
 from twofold.errors import CommClosedError
+from twofold.runtime import inproc
 from twofold.runtime.comm import Comm, Listener, listen
-from twofold.runtime.framing import DEFAULT_LIMITS, FrameLimits
+from twofold.runtime.inproc import InprocComm
+from twofold.runtime.framing import FrameLimits
 from twofold.scheduler import SchedulerState
 
 logger = logging.getLogger("twofold.runtime.scheduler")
@@ -59,6 +61,9 @@ def _route_kind(cls: type) -> str:
     return "none"
 
 
+#: the scheduler reads control messages only: a payload frame closes the connection before it is read
+SCHEDULER_LIMITS = FrameLimits(max_frames=0, max_frame_bytes=0, max_total_bytes=FrameLimits().max_header_bytes + 64)
+
 _ROUTE = {cls: _route_kind(cls) for cls in M.REGISTRY.values() if issubclass(cls, M.Message)}
 
 
@@ -74,7 +79,7 @@ class SchedulerServer:
         policy: Any = None,
         secret: bytes | str | None = None,
         ssl: Any = None,
-        limits: FrameLimits = DEFAULT_LIMITS,
+        limits: FrameLimits = SCHEDULER_LIMITS,
         name: str = "scheduler",
     ):
         self.state = SchedulerState(config, policy)
@@ -89,6 +94,8 @@ class SchedulerServer:
         self.workers: dict[str, Comm] = {}
         self.clients: dict[str, Comm] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._inproc: set[InprocComm] = set()
+        self._inproc_tasks: set[asyncio.Task] = set()
         self._workers_changed: asyncio.Event | None = None
         self._sid = 0
         self._closed = False
@@ -117,6 +124,10 @@ class SchedulerServer:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        for comm in list(self._inproc):
+            comm.abort("scheduler closed")
+        if self._inproc_tasks:
+            await asyncio.wait(list(self._inproc_tasks), timeout=2.0)
         if self._listener is not None:
             await self._listener.close()
         logger.info("scheduler at %s closed", self.address)
@@ -140,6 +151,32 @@ class SchedulerServer:
                 raise
 
     # -- connections -----------------------------------------------------------
+
+    def connect_inproc(self, kind: str, name: str) -> InprocComm:
+        """A connection from this process's event loop (a Client next to its LocalCluster).
+
+        Call on the scheduler's loop; returns the caller's end.
+        """
+        if self._closed:
+            raise CommClosedError(f"the scheduler at {self.address} is closed")
+        mine, theirs = inproc.pair(self._loop, (kind, name), ("scheduler", self._name), f"inproc://{self.address}")
+        self._inproc.add(theirs)
+        task = self._loop.create_task(self._serve_inproc(theirs))
+        self._inproc_tasks.add(task)
+        task.add_done_callback(self._inproc_tasks.discard)
+        return mine
+
+    async def _serve_inproc(self, comm: InprocComm) -> None:
+        try:
+            await self._serve(comm)
+        except CommClosedError:
+            pass
+        except Exception as exc:
+            logger.exception("in-process connection handler failed")
+            comm.abort(f"handler failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._inproc.discard(comm)
+            await comm.close("handler returned")
 
     async def _serve(self, comm: Comm) -> None:
         msgs, frames = await comm.recv()

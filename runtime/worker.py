@@ -5,9 +5,10 @@ and clients (data plane: :mod:`twofold.runtime.protocol`), runs tasks on
 :class:`~twofold.runtime.execution.TaskThreads`, fetches dependencies from
 peers directly over pooled connections, and sends heartbeats.
 
-Task threads never touch the machine: a finished task is appended to a
-deque and the loop is woken once for however many finished meanwhile (one
-``call_soon_threadsafe`` per burst, not per task).
+The machine and the data store are guarded by one lock, and a task thread
+that finishes a task tells the machine itself and runs the next task the
+machine hands out, without a trip through the event loop; the loop is woken
+(once per burst, not per task) only to send the machine's messages.
 
 When the scheduler connection is lost the worker closes (its nanny, if any,
 decides what comes next); ``finished`` says why.
@@ -19,7 +20,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from twofold import messages as M
@@ -82,8 +82,12 @@ class WorkerServer:
         self._pool: ConnectionPool | None = None
         self._threads: execution.TaskThreads | None = None
         self._functions = execution.FunctionCache()
-        self._done: deque = deque()
-        self._wake_pending = False
+        #: guards the machine and the data store: task threads and the loop both use them
+        self._lock = threading.RLock()
+        self._keep_one = False
+        self._outbox: list = []
+        self._flush_pending = False
+        self._loop_thread = 0
         self._rejoin: dict[str, threading.Event] = {}
         self._task_client: Any = None
         self._task_client_lock = threading.Lock()
@@ -101,6 +105,7 @@ class WorkerServer:
 
     async def start(self) -> "WorkerServer":
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.finished = loop.create_future()
         self._listener = await listen(self._host, self._port, self._serve_data, kind="worker",
                                       name=self.name or "", secret=self._secret, ssl=self._ssl_server)  # fmt: skip
@@ -196,16 +201,27 @@ class WorkerServer:
     # -- the machine -------------------------------------------------------------
 
     def handle(self, msg: M.Message) -> None:
+        """Feed the machine one event (any thread) and carry out its outputs."""
+        with self._lock:
+            self._handle(msg)
+
+    def _handle(self, msg: M.Message) -> M.Execute | None:
+        """Under the lock: returns the first ``Execute`` when ``keep_one`` is set (see ``_complete``)."""
         if self._closing:
-            return
+            return None
         M.restamp(msg, time.monotonic())
         outs = self.state.handle(msg)
+        keep = self._keep_one
+        kept = None
         for out in outs:
             cls = type(out)
             if cls is M.Execute:
-                self._execute(out)
+                if keep and kept is None:
+                    kept = out
+                else:
+                    self._execute(out)
             elif cls is M.GatherDeps:
-                self._spawn(self._gather(out))
+                self._loop.call_soon_threadsafe(self._spawn, self._gather(out))
             elif cls is M.DeleteData:
                 data, sizes = self.data, self._sizes
                 for key in out.keys:
@@ -216,21 +232,58 @@ class WorkerServer:
                 if event is not None:
                     event.set()
             else:
-                comm = self._scheduler
-                if not comm.closed:
-                    comm.send(out)
+                self._outbox.append(out)
+        if self._outbox:
+            self._flush_soon()
+        return kept
+
+    def _flush_soon(self) -> None:
+        """Send the outbox from the loop: now if on it, else wake it once for the burst."""
+        if self._on_loop():
+            self._flush_outbox()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._flush_outbox)
+            except RuntimeError:  # the loop closed: the worker is gone
+                pass
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _flush_outbox(self) -> None:
+        self._flush_pending = False
+        with self._lock:
+            msgs = list(self._outbox)
+            self._outbox.clear()
+        comm = self._scheduler
+        if msgs and not comm.closed:
+            comm.send(msgs)
 
     # -- execution -----------------------------------------------------------------
 
     def _execute(self, ex: M.Execute) -> None:
+        self._threads.submit(self._work_item(ex))
+
+    def _work_item(self, ex: M.Execute) -> tuple:
         deps = None
         if ex.dependencies:
             data = self.data
             deps = {key: data[key] for key in ex.dependencies}
-        self._threads.submit((ex.key, ex.run_spec, deps))
+        return ex.key, ex.run_spec, deps
 
     def _run_task(self, item: tuple) -> None:
-        """In a task thread: run it, describe the outcome, hand it to the loop."""
+        """In a task thread: run tasks until the machine has none for this thread.
+
+        The thread itself tells the machine a task ended and takes the next
+        task it hands out, so a busy worker never waits on its event loop
+        between tasks; the loop is woken only to send what the machine says
+        to the scheduler (once per burst).
+        """
+        while item is not None:
+            item = self._complete(self._run_one(item))
+
+    def _run_one(self, item: tuple) -> tuple:
         key, run_spec, deps = item
         execution.set_current(self, key)
         start = time.monotonic()
@@ -242,49 +295,45 @@ class WorkerServer:
             result = func(*args, **kwargs)
             stop = time.monotonic()
             nbytes, typename, inline = execution.describe_result(result, _INLINE_LIMIT)
-            outcome = (key, True, result, nbytes, typename, inline, start, stop)
+            return key, True, result, nbytes, typename, inline, start, stop
         except BaseException as exc:  # the user's error, reported to the scheduler
             stop = time.monotonic()
-            outcome = (key, False, execution.task_error(exc), 0, "", None, start, stop)
-            del exc
+            return key, False, execution.task_error(exc), 0, "", None, start, stop
         finally:
             execution.set_current(self, None)
-        self._done.append(outcome)
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                self._loop.call_soon_threadsafe(self._drain_done)
-            except RuntimeError:  # the loop closed: the worker is gone
-                pass
 
-    def _drain_done(self) -> None:
-        self._wake_pending = False
-        done = self._done
-        while done:
-            key, ok, value, nbytes, typename, inline, start, stop = done.popleft()
+    def _complete(self, outcome: tuple) -> tuple | None:
+        """Tell the machine how the task ended; the next task for this thread, if any."""
+        key, ok, value, nbytes, typename, inline, start, stop = outcome
+        with self._lock:
             if self._closing:
-                continue
+                return None
             if ok:
                 self.data[key] = value
                 self._sizes[key] = nbytes
                 msg = M.ExecuteSuccess(0.0, self._next_sid("done"), key, nbytes, typename, start, stop, inline)
             else:
                 msg = M.ExecuteFailure(0.0, self._next_sid("erred"), key, value, start, stop)
-            self.handle(msg)  # a result nobody wants any more comes back as DeleteData
+            # a result nobody wants any more comes back as DeleteData
+            self._keep_one = True
+            try:
+                nxt = self._handle(msg)
+            finally:
+                self._keep_one = False
+            return self._work_item(nxt) if nxt is not None else None
 
     # secede / rejoin, called from task threads
 
     def secede(self, key: str) -> None:
-        self._loop.call_soon_threadsafe(self.handle, M.Secede(0.0, self._next_sid("secede"), key))
+        with self._lock:
+            self._handle(M.Secede(0.0, self._next_sid("secede"), key))
 
     def rejoin(self, key: str) -> None:
         event = threading.Event()
-        self._loop.call_soon_threadsafe(self._ask_rejoin, key, event)
+        with self._lock:
+            self._rejoin[key] = event
+            self._handle(M.Rejoin(0.0, self._next_sid("rejoin"), key))
         event.wait()
-
-    def _ask_rejoin(self, key: str, event: threading.Event) -> None:
-        self._rejoin[key] = event
-        self.handle(M.Rejoin(0.0, self._next_sid("rejoin"), key))
 
     def task_client(self) -> Any:
         """The Client that tasks here get from ``get_client()`` (one per worker)."""
@@ -313,12 +362,13 @@ class WorkerServer:
                             req.peer, exc)  # fmt: skip
                 self.handle(M.GatherFailure(0.0, self._next_sid("gather-failed"), req.peer, req.keys))
             return
-        if self._closing:
-            return
         nbytes = {key: reply.nbytes.get(key, 0) for key in arrived}
-        self.data.update(arrived)
-        self._sizes.update(nbytes)
-        self.handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, tuple(reply.missing)))
+        with self._lock:
+            if self._closing:
+                return
+            self.data.update(arrived)
+            self._sizes.update(nbytes)
+            self._handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, tuple(reply.missing)))
 
     async def _serve_data(self, comm: Comm) -> None:
         """A peer or a client: answer GetData and PutData until it hangs up."""
@@ -342,8 +392,9 @@ class WorkerServer:
 
     def _reply_data(self, comm: Comm, msg: GetData) -> None:
         data = self.data
-        found = {key: data[key] for key in msg.keys if key in data}
-        missing = tuple(key for key in msg.keys if key not in data)
+        with self._lock:
+            found = {key: data[key] for key in msg.keys if key in data}
+        missing = tuple(key for key in msg.keys if key not in found)
         try:
             keys, headers, nbytes, _, frames = pack(found)
         except Exception as exc:
@@ -357,9 +408,10 @@ class WorkerServer:
         except Exception as exc:
             comm.send(PutReply(0.0, "", msg.request_id, f"cannot load the scattered data: {exc}"))
             return
-        if not self._closing:
-            self.data.update(objects)
-            sizes = {key: int(msg.nbytes.get(key, 0)) for key in objects}
-            self._sizes.update(sizes)
-            self.handle(M.DataPut(0.0, self._next_sid("put"), sizes, msg.after))
+        sizes = {key: int(msg.nbytes.get(key, 0)) for key in objects}
+        with self._lock:
+            if not self._closing:
+                self.data.update(objects)
+                self._sizes.update(sizes)
+                self._handle(M.DataPut(0.0, self._next_sid("put"), sizes, msg.after))
         comm.send(PutReply(0.0, "", msg.request_id))

@@ -343,6 +343,17 @@ class Client(DataMethods):
                         pass
             run_callbacks(due)
 
+    def write_scheduler_file(self, scheduler_file: str) -> None:
+        """Write the scheduler's address to ``scheduler_file`` (JSON, as dask's), for
+        ``Client(scheduler_file=...)`` and ``twofold worker --scheduler-file``."""
+        import json
+        import os
+
+        tmp = f"{scheduler_file}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"type": "Scheduler", "address": self.scheduler.address}, f)
+        os.replace(tmp, scheduler_file)
+
     # -- plumbing ----------------------------------------------------------------
 
     def _next_sid(self, op: str) -> tuple[int, str]:

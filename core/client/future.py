@@ -118,12 +118,15 @@ class FutureState:
         """The data is gone and being recomputed: pending again ('lost')."""
         self._drop_data()
         self.status = "lost"
+        _EVENTS[0] += 1
 
     def reset(self) -> None:
         """Retried: pending again, error forgotten."""
         self.error = self.exc = self.tb = None
         self._drop_data()
         self.status = "pending"
+        _EVENTS[0] += 1
+        _EVENTS[1] += 1  # a failure went away: waits that stop on failure look again
 
     def _drop_data(self) -> None:
         self.inline = None
@@ -149,10 +152,12 @@ def all_done(states: list, stop_on_failure: bool = False) -> Callable[[], bool]:
     n = len(states)
     pos = 0
     seen = -1
+    failures_seen = -1
+    failed = False
     last = False
 
     def ready() -> bool:
-        nonlocal pos, seen, last
+        nonlocal pos, seen, last, failures_seen, failed
         if seen == _EVENTS[0]:
             return last  # nothing settled anywhere since the last look
         seen = _EVENTS[0]
@@ -165,8 +170,13 @@ def all_done(states: list, stop_on_failure: bool = False) -> Callable[[], bool]:
                     pos = i
                     last = False
                     break
+        elif stop_on_failure:
+            if failures_seen != _EVENTS[1]:  # scan for failures only when some future failed somewhere
+                failures_seen = _EVENTS[1]
+                failed = any(st.status in FAILED for st in states)
+            last = failed
         else:
-            last = stop_on_failure and any(st.status in FAILED for st in states)
+            last = False
         return last
 
     return ready
