@@ -197,13 +197,29 @@ class RuntimeBackend(Backend):
     # -- data plane ----------------------------------------------------------------------
 
     def fetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
-        replies, missing = loops.run_sync(self._loop, self._fetch({k: list(v) for k, v in who_has.items()}))
         data: dict[str, Any] = {}
+        pending: dict[str, list[str]] = {}
+        for key, holders in who_has.items():
+            local = next((w for w in map(self._local_worker, holders) if w is not None), None)
+            if local is not None:  # a worker in this process: the object itself, as dask's threads do
+                found, _, _ = local.local_get((key,))
+                if found:
+                    data.update(found)
+                    continue
+            pending[key] = list(holders)
+        if not pending:
+            return data, {}
+        replies, missing = loops.run_sync(self._loop, self._fetch(pending))
         for reply, frames in replies:
             data.update(unpack(reply.keys, reply.headers, frames))
         for key in data:
             missing.pop(key, None)
         return data, missing
+
+    def _local_worker(self, address: str) -> Any:
+        from twofold.runtime.worker import local_worker
+
+        return local_worker(address, self._loop)
 
     async def _fetch(self, pending: dict[str, list[str]]) -> tuple[list, dict[str, str]]:
         """Ask each key's holders in turn, all holders at once; the replies and what no holder had."""

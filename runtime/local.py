@@ -131,7 +131,8 @@ class LocalCluster:
             worker = WorkerServer(address, nthreads=self.threads_per_worker, name=name, resources=self.resources,
                                   memory_limit=self.memory_limit, host=self._host, secret=sec.secret,
                                   ssl_server=sec.server_context("worker") if sec.tls else None,
-                                  ssl_client=sec.client_context(address, "worker") if sec.tls else None)  # fmt: skip
+                                  ssl_client=sec.client_context(address, "worker") if sec.tls else None,
+                                  scheduler_server=self.scheduler)  # fmt: skip
             self.worker_servers.append(worker)
             await worker.start()
 

@@ -37,6 +37,16 @@ logger = logging.getLogger("twofold.runtime.worker")
 
 _INLINE_LIMIT = SchedulerConfig().inline_result_limit
 
+#: workers running in this process, by address: data moves between them (and to a
+#: client on the same loop) as the objects themselves, as dask's threads-only clusters do
+_LOCAL: dict[str, "WorkerServer"] = {}
+
+
+def local_worker(address: str, loop: asyncio.AbstractEventLoop) -> "WorkerServer | None":
+    """The worker at ``address`` if it runs on ``loop`` in this process."""
+    worker = _LOCAL.get(address)
+    return worker if worker is not None and worker._loop is loop and not worker._closing else None
+
 
 class WorkerServer:
     """One worker: ``await start()``, then it serves until ``await close()`` or the scheduler goes."""
@@ -57,6 +67,7 @@ class WorkerServer:
         heartbeat_interval: float = 1.0,
         config: WorkerConfig | None = None,
         connect_timeout: float = 10.0,
+        scheduler_server: Any = None,
     ):
         if not isinstance(nthreads, int) or nthreads < 1:
             raise ValueError(f"nthreads must be an int >= 1, got {nthreads!r}")
@@ -73,6 +84,8 @@ class WorkerServer:
         self._heartbeat_interval = heartbeat_interval
         self._config = config
         self._connect_timeout = connect_timeout
+        #: a SchedulerServer on this process's loop (LocalCluster(processes=False)): talk to it in-process
+        self._scheduler_server = scheduler_server
         self.address = ""
         self.state: WorkerState | None = None
         self.data: dict[str, Any] = {}
@@ -116,12 +129,17 @@ class WorkerServer:
                                     ssl_for=lambda _: self._ssl_client, timeout=self._connect_timeout)  # fmt: skip
         self._threads = execution.TaskThreads(self._run_task, f"twofold-task-{self.name}")
         try:
-            self._scheduler = await connect(self.scheduler_address, kind="worker", name=self.name,
-                                            secret=self._secret, ssl=self._ssl_client,
-                                            timeout=self._connect_timeout, expect_kind="scheduler")  # fmt: skip
+            local = self._scheduler_server
+            if local is not None and local._loop is loop:
+                self._scheduler = local.connect_inproc("worker", self.name)  # same loop: no socket
+            else:
+                self._scheduler = await connect(self.scheduler_address, kind="worker", name=self.name,
+                                                secret=self._secret, ssl=self._ssl_client,
+                                                timeout=self._connect_timeout, expect_kind="scheduler")  # fmt: skip
         except BaseException:
             await self._listener.close()
             raise
+        _LOCAL[self.address] = self
         self._scheduler.send(M.AddWorker(time.monotonic(), self._next_sid("start"), self.address, self.nthreads,
                                          self.resources, self.memory_limit, self.name))  # fmt: skip
         self._spawn(self._read_scheduler())
@@ -135,6 +153,8 @@ class WorkerServer:
             await asyncio.shield(self.finished)
             return
         self._closing = True
+        if _LOCAL.get(self.address) is self:
+            del _LOCAL[self.address]
         logger.info("worker %s closing: %s", self.address, reason)
         if self._scheduler is not None:
             await self._scheduler.close(reason, timeout=1.0)
@@ -349,7 +369,19 @@ class WorkerServer:
 
     # -- data plane ------------------------------------------------------------------
 
+    def local_get(self, keys: tuple) -> tuple[dict, dict, tuple]:
+        """``(objects, nbytes, missing)`` for a caller in this process (no copy, no pickle)."""
+        with self._lock:
+            found = {key: self.data[key] for key in keys if key in self.data}
+            nbytes = {key: self._sizes.get(key, 0) for key in found}
+        return found, nbytes, tuple(key for key in keys if key not in found)
+
     async def _gather(self, req: M.GatherDeps) -> None:
+        local = local_worker(req.peer, self._loop)
+        if local is not None:
+            arrived, nbytes, missing = local.local_get(req.keys)
+            self._arrived(req, arrived, nbytes, missing)
+            return
         pool = self._pool
         try:
             reply, frames = await pool.request(req.peer, GetData(0.0, "", pool.next_id(), req.keys))
@@ -363,12 +395,15 @@ class WorkerServer:
                 self.handle(M.GatherFailure(0.0, self._next_sid("gather-failed"), req.peer, req.keys))
             return
         nbytes = {key: reply.nbytes.get(key, 0) for key in arrived}
+        self._arrived(req, arrived, nbytes, tuple(reply.missing))
+
+    def _arrived(self, req: M.GatherDeps, arrived: dict, nbytes: dict, missing: tuple) -> None:
         with self._lock:
             if self._closing:
                 return
             self.data.update(arrived)
             self._sizes.update(nbytes)
-            self._handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, tuple(reply.missing)))
+            self._handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, missing))
 
     async def _serve_data(self, comm: Comm) -> None:
         """A peer or a client: answer GetData and PutData until it hangs up."""
