@@ -27,10 +27,12 @@ from twofold.runtime import loop as loops
 from twofold.runtime.comm import Comm, connect
 from twofold.runtime.execution import RunSpecEncoder
 from twofold.runtime.payload import pack, unpack
+from twofold.serialize import SerializationError, nbytes_of
 from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
 from twofold.runtime.rpc import ConnectionPool
 from twofold.runtime.scheduler import SchedulerServer
 from twofold.runtime.security import Security
+from twofold.runtime.tracebacks import rebuild
 
 logger = logging.getLogger("twofold.runtime.client")
 
@@ -167,7 +169,7 @@ class RuntimeBackend(Backend):
             except Exception:
                 exc = None
             if isinstance(exc, BaseException):
-                return exc
+                return exc.with_traceback(rebuild(error.traceback))
         return error_class(error.typename)(error.message)
 
     def load_inline(self, data: bytes) -> Any:
@@ -212,6 +214,11 @@ class RuntimeBackend(Backend):
         replies, missing = loops.run_sync(self._loop, self._fetch(pending))
         for reply, frames in replies:
             data.update(unpack(reply.keys, reply.headers, frames))
+        errors = {key: why for reply, _ in replies for key, why in (reply.errors or {}).items() if key not in data}
+        if errors:
+            key, why = next(iter(errors.items()))
+            more = f" (and {len(errors) - 1} more keys)" if len(errors) > 1 else ""
+            raise SerializationError(f"the result of {key!r} cannot be sent from its worker: {why}{more}")
         for key in data:
             missing.pop(key, None)
         return data, missing
@@ -261,17 +268,29 @@ class RuntimeBackend(Backend):
         data: Mapping[str, Any],
         free_seqs: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[int, str]]:
-        packed = {}
-        info: dict[str, tuple[int, str]] = {}
-        for key in placement:
-            keys, headers, nbytes, typenames, frames = pack({key: data[key]})
-            packed[key] = (headers[0], frames)
-            info[key] = (nbytes[key], typenames[key])
         by_worker: dict[str, list[str]] = {}
         for key, workers in placement.items():
             for worker in workers:
                 by_worker.setdefault(worker, []).append(key)
-        failures = loops.run_sync(self._loop, self._put(by_worker, packed, info, dict(free_seqs or {})))
+        seqs = dict(free_seqs or {})
+        info: dict[str, tuple[int, str]] = {}
+        for worker in list(by_worker):
+            local = self._local_worker(worker)
+            if local is not None:  # a worker in this process: hand the objects over, as dask's threads do
+                keys = by_worker.pop(worker)
+                objects = {key: data[key] for key in keys}
+                for key in keys:
+                    if key not in info:
+                        info[key] = (nbytes_of(data[key]), type(data[key]).__name__)
+                local.local_put(objects, {key: info[key][0] for key in keys}, seqs.get(worker, -1))
+        packed = {}
+        for key in {key: None for keys in by_worker.values() for key in keys}:
+            _, headers, nbytes, typenames, frames = pack({key: data[key]})
+            packed[key] = (headers[0], frames)
+            info[key] = (nbytes[key], typenames[key])
+        if not by_worker:
+            return info
+        failures = loops.run_sync(self._loop, self._put(by_worker, packed, info, seqs))
         if failures:
             raise CommClosedError(f"could not scatter to {sorted(failures)}: " + "; ".join(failures.values()))
         return info

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from twofold import serialize
 from twofold.context import register_provider
 from twofold.messages import TaskError
+from twofold.runtime import tracebacks
 from twofold.runtime.payload import dumps_small
 
 # --------------------------------------------------------------------------
@@ -129,7 +130,10 @@ def describe_result(result: Any, inline_limit: int) -> tuple[int, str, bytes | N
 
 def task_error(exc: BaseException) -> TaskError:
     """The exception as the scheduler and clients see it; its pickle when it has one."""
-    text = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_globals.get("__name__") == "twofold.runtime.worker":
+        tb = tb.tb_next  # the worker's own frame that called the task: not the user's business
+    text = "".join(tb_module.format_exception(type(exc), exc, tb))
     try:
         pickled = dumps_small(exc)
         pickle.loads(pickled)  # an exception that pickles but does not load is no use to the client
@@ -139,7 +143,7 @@ def task_error(exc: BaseException) -> TaskError:
         message = str(exc)
     except Exception:
         message = f"<{type(exc).__name__} whose str() failed>"
-    return TaskError(type(exc).__name__, message, pickled, None, text)
+    return TaskError(type(exc).__name__, message, pickled, tracebacks.entries(tb), text)
 
 
 # --------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class DataReply(Message):
     headers: tuple[dict, ...]
     nbytes: dict[Key, int]
     missing: tuple[Key, ...] = ()
+    #: keys held but that could not be serialized, and why
+    errors: dict[Key, str] | None = None
 
 
 @message

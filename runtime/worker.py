@@ -376,6 +376,15 @@ class WorkerServer:
             nbytes = {key: self._sizes.get(key, 0) for key in found}
         return found, nbytes, tuple(key for key in keys if key not in found)
 
+    def local_put(self, objects: dict, nbytes: dict, after: int) -> None:
+        """A client in this process scatters ``objects`` here (no copy, no pickle)."""
+        with self._lock:
+            if self._closing:
+                raise CommClosedError(f"worker {self.address} is closing")
+            self.data.update(objects)
+            self._sizes.update(nbytes)
+            self._handle(M.DataPut(0.0, self._next_sid("put"), dict(nbytes), after))
+
     async def _gather(self, req: M.GatherDeps) -> None:
         local = local_worker(req.peer, self._loop)
         if local is not None:
@@ -432,10 +441,26 @@ class WorkerServer:
         missing = tuple(key for key in msg.keys if key not in found)
         try:
             keys, headers, nbytes, _, frames = pack(found)
-        except Exception as exc:
-            logger.error("worker %s cannot serialize %s: %s", self.address, list(found), exc)
-            keys, headers, nbytes, frames, missing = (), (), {}, [], tuple(msg.keys)
-        comm.send(DataReply(0.0, "", msg.request_id, keys, headers, nbytes, missing), frames)
+            errors = None
+        except Exception:
+            keys, headers, nbytes, frames, errors = self._pack_each(found)
+        comm.send(DataReply(0.0, "", msg.request_id, keys, headers, nbytes, missing, errors), frames)
+
+    def _pack_each(self, found: dict) -> tuple:
+        """Pack key by key: those that cannot be serialized become errors (the asker says so)."""
+        keys, headers, nbytes, frames, errors = [], [], {}, [], {}
+        for key, obj in found.items():
+            try:
+                k, h, n, _, f = pack({key: obj})
+            except Exception as exc:
+                errors[key] = f"{type(exc).__name__}: {exc}"
+                logger.warning("worker %s cannot serialize the result of %r: %s", self.address, key, exc)
+                continue
+            keys += k
+            headers += h
+            nbytes.update(n)
+            frames += f
+        return tuple(keys), tuple(headers), nbytes, frames, errors
 
     def _store_put(self, comm: Comm, msg: PutData, frames: list) -> None:
         try:

