@@ -9,8 +9,10 @@ Rules:
   :func:`restamp`) and ``stimulus_id`` (what caused it, for tracing).
 * Fields hold only msgpack-able values: ``str``, ``int``, ``float``, ``bool``,
   ``None``, ``bytes``, tuples (never lists), dicts, and the nested records
-  below (:class:`TaskSpec`, :class:`TaskError`).  :func:`dumps` and
-  :func:`loads` round-trip every message exactly.
+  below (:class:`TaskSpec`, :class:`TaskError`, :class:`ScatteredKey`), only
+  in fields annotated ``R``, ``R | None`` or ``tuple[R, ...]`` (the wire
+  format relies on it).  :func:`dumps` and :func:`loads` round-trip every
+  message exactly.
 * User functions, arguments and results are opaque bytes, with a size and a
   type name: the machines never unpickle them.
 * An output carries the ``stimulus_id`` of the event that caused it, so a
@@ -24,6 +26,8 @@ names the sender), worker -> its own driver, and driver -> machine.
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
@@ -38,6 +42,7 @@ REGISTRY: dict[str, type] = {}
 def _register(cls: type) -> type:
     cls.op = cls.__name__
     cls._field_names = tuple(f.name for f in fields(cls))
+    _plan_wire(cls)  # first: a class the codec cannot plan is not registered
     REGISTRY[cls.__name__] = cls
     return cls
 
@@ -82,6 +87,125 @@ def message(cls: type) -> type:
     cls = dataclass(frozen=True, slots=True)(cls)
     _fast_init(cls)
     return _register(cls)
+
+
+# --------------------------------------------------------------------------
+# Wire plans: per class, generated at registration (the format: see "Encoding")
+# --------------------------------------------------------------------------
+
+#: class -> instance as ``(op, *fields)``: the dispatch of dumps.
+_ENCODE: dict[type, Any] = {}
+#: op -> ``(op, *fields)`` as an instance: the dispatch of loads.
+_DECODE: dict[str, Any] = {}
+#: class -> (encoder, decoder) of its untagged form ``(*fields)``, made when a field is annotated with it.
+_NESTED: dict[type, tuple[Any, Any]] = {}
+
+
+def _record_field(tp: Any, where: str) -> tuple[str, type] | None:
+    """How a field annotated ``tp`` holds records: ("one" | "optional" | "many", class), or None."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _ENCODE:
+        return "one", tp
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        other = args[0] if args[1] is type(None) else args[1]
+        if other in _ENCODE:
+            return "optional", other
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _ENCODE:
+        return "many", args[0]
+
+    def mentions(t: Any) -> bool:
+        return t in _ENCODE or any(mentions(a) for a in typing.get_args(t))
+
+    if mentions(tp):
+        raise TypeError(f"{where}: a record can only be a field as R, R | None or tuple[R, ...], not {tp!r}")
+    return None
+
+
+def _malformed(cls: type, t: Any, tagged: bool) -> None:
+    n = len(cls._field_names)
+    if tagged and type(t) is tuple:
+        raise ValueError(f"{cls.__name__} takes {n} fields, got {len(t) - 1}")
+    got = f"{len(t)} items" if type(t) is tuple else f"a {type(t).__name__}"
+    raise ValueError(f"malformed {cls.__name__} record: expected an array of its {n} fields, got {got}")
+
+
+def _not_a(cls: type, value: Any) -> None:
+    raise TypeError(f"cannot encode a {type(value).__name__} where a {cls.__name__} record belongs")
+
+
+def _nested(cls: type) -> tuple[Any, Any]:
+    """(encoder, decoder) of a ``cls`` field."""
+    if cls not in _NESTED:
+        _NESTED[cls] = _codec(cls, tagged=False)
+    return _NESTED[cls]
+
+
+def _many(cls: type) -> tuple[Any, Any]:
+    """(encoder, decoder) of a ``tuple[cls, ...]`` field."""
+    encode, decode = _nested(cls)
+
+    def encode_many(v: Any) -> list:
+        if type(v) is not tuple and type(v) is not list:
+            raise TypeError(f"cannot encode a {type(v).__name__} where a tuple of {cls.__name__} records belongs")
+        return [*map(encode, v)]
+
+    def decode_many(v: Any) -> tuple:
+        if type(v) is not tuple:
+            raise ValueError(f"malformed field: a {type(v).__name__}, expected an array of {cls.__name__} records")
+        return tuple(map(decode, v))
+
+    return encode_many, decode_many
+
+
+def _codec(cls: type, tagged: bool) -> tuple[Any, Any]:
+    """Generate ``cls``'s (encoder, decoder), of ``(op, *fields)`` if ``tagged`` else ``(*fields)``.
+
+    A plain field is copied as it is (the packer checks it); a field holding
+    records goes through its record class's untagged codec.  The decoder
+    checks the array's type and length, then fills an ``object.__new__``
+    instance through the slot descriptors (no ``__init__``, no frozen
+    ``__setattr__``).  The untagged encoder checks the instance's class (the
+    tagged one is dispatched on it).
+    """
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as exc:
+        raise TypeError(f"cannot resolve the field annotations of {cls.__name__}: {exc}") from exc
+    ns: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_tuple": tuple}
+    ns.update(_malformed=_malformed, _not_a=_not_a)
+    first = 1 if tagged else 0  # index of the first field in the array
+    values, setters = [repr(cls.__name__)] if tagged else [], []
+    for i, name in enumerate(cls._field_names):
+        ns[f"_s{i}"], j = getattr(cls, name).__set__, i + first
+        how = _record_field(hints[name], f"{cls.__name__}.{name}")
+        if how is None:
+            values.append(f"m.{name}")
+            setters.append(f"_s{i}(m, t[{j}])")
+            continue
+        kind, record = how
+        ns[f"_e{i}"], ns[f"_d{i}"] = _many(record) if kind == "many" else _nested(record)
+        if kind == "optional":
+            values.append(f"(None if (v := m.{name}) is None else _e{i}(v))")
+            setters.append(f"_s{i}(m, None if (v := t[{j}]) is None else _d{i}(v))")
+        else:
+            values.append(f"_e{i}(m.{name})")
+            setters.append(f"_s{i}(m, _d{i}(t[{j}]))")
+    check = "" if tagged else "    if m.__class__ is not _cls: _not_a(_cls, m)\n"
+    exec(  # noqa: S102 - generated from our own field names
+        f"def encode(m):\n{check}    return ({''.join(v + ', ' for v in values)})\n"
+        f"def decode(t):\n    if t.__class__ is not _tuple or len(t) != {len(values)}: _malformed(_cls, t, {tagged})\n"
+        f"    m = _new(_cls)\n" + "".join(f"    {line}\n" for line in setters) + "    return m\n",
+        ns,
+    )
+    return ns["encode"], ns["decode"]
+
+
+def _plan_wire(cls: type) -> None:
+    encode, decode = _codec(cls, tagged=True)
+    replaced = REGISTRY.get(cls.__name__)  # a class registered again under the same op: only the new one encodes
+    _ENCODE.pop(replaced, None)
+    _NESTED.pop(replaced, None)
+    _ENCODE[cls], _DECODE[cls.__name__] = encode, decode
 
 
 # --------------------------------------------------------------------------
@@ -643,47 +767,94 @@ class RejoinGranted(Message):
 # Encoding
 # --------------------------------------------------------------------------
 
-_EXT_RECORD = 1
+# The format.  A message, at the top level or as an item of a batch, is one
+# flat array: its op (class name), then its fields in dataclass order.  A
+# batch is an array of messages.  A record in a field annotated with its
+# class (``TaskError``, ``R | None``, ``tuple[TaskSpec, ...]``) is the array of
+# its fields alone: the annotation names the class.  Other field values are
+# plain msgpack (sequences come back as tuples).  loads reads an array whose
+# first item is a str as a message, any other array as a batch (its array
+# items messages, its other items left as they are, for the caller to refuse),
+# anything else as it is.  An unknown op, a wrong number of fields or a record
+# field that is not an array of the record's fields raises ValueError.
+
+_unpackb = msgpack.unpackb
+
+#: Idle Packers: dumps pops one (or makes one) and puts it back, so no two
+#: threads share one (list.pop/append are atomic).  One that packed more than
+#: _PACKER_KEEP bytes is dropped: a Packer's buffer never shrinks.
+_PACKERS: list = []
+_PACKER_KEEP = 1 << 20
 
 
-def _default(obj: Any) -> Any:
-    cls = type(obj)
-    names = getattr(cls, "_field_names", None)
-    if names is None or REGISTRY.get(getattr(cls, "op", None)) is not cls:
-        raise TypeError(f"cannot encode {cls.__name__!r} in a twofold message")
-    payload = [cls.op]
-    payload.extend(getattr(obj, name) for name in names)
-    return msgpack.ExtType(_EXT_RECORD, msgpack.packb(payload, default=_default, use_bin_type=True))
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code != _EXT_RECORD:
-        raise ValueError(f"unknown msgpack extension type {code}")
-    record = msgpack.unpackb(data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False)
-    if not isinstance(record, tuple) or not record:
-        raise ValueError("malformed message record: expected [op, *fields]")
-    op = record[0]
-    cls = REGISTRY.get(op) if isinstance(op, str) else None
-    if cls is None:
-        raise ValueError(f"unknown message op {op!r}")
-    if len(record) - 1 != len(cls._field_names):
-        raise ValueError(f"{op} takes {len(cls._field_names)} fields, got {len(record) - 1}")
-    return cls(*record[1:])
+def _encode_item(item: Any) -> Any:
+    """An item of a batch, slowly: a registered instance, or a plain value that loads gives back."""
+    encode = _ENCODE.get(item.__class__)
+    if encode is not None:
+        return encode(item)
+    if isinstance(item, (str, list, tuple)) and not isinstance(item, msgpack.ExtType):
+        raise TypeError(f"cannot encode a {type(item).__name__} as an item of a batch: loads would read a message")
+    return item  # the packer refuses what it cannot encode (unregistered classes among them)
 
 
 def dumps(msg: Any) -> bytes:
-    """A message (or any msgpack-able structure of messages) as bytes."""
-    return msgpack.packb(msg, default=_default, use_bin_type=True)
+    """A message, or a list or tuple of messages (a batch), as bytes.
+
+    TypeError for an unregistered object where a message or record belongs,
+    or a field value msgpack cannot encode.
+    """
+    encode = _ENCODE.get(msg.__class__)
+    if encode is not None:
+        obj = encode(msg)
+    elif msg.__class__ is list or msg.__class__ is tuple:
+        try:
+            obj = [_ENCODE[m.__class__](m) for m in msg]
+        except KeyError:  # not all messages: say what, or pass plain values
+            obj = [_encode_item(m) for m in msg]
+    else:
+        obj = msg
+    try:
+        packer = _PACKERS.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    try:
+        data = packer.pack(obj)
+    except (TypeError, OverflowError) as exc:  # an object msgpack does not know, an int over 64 bits
+        raise TypeError(f"cannot encode in a twofold message: {exc}") from None
+    if len(data) <= _PACKER_KEEP:
+        _PACKERS.append(packer)
+    return data
+
+
+def _decode(record: tuple) -> Any:
+    """One message from its array, slowly, with a precise error."""
+    op = record[0] if record else None
+    decode = _DECODE.get(op) if op.__class__ is str else None
+    if decode is None:
+        raise ValueError(f"unknown message op {op!r}" if record else "malformed message: an empty array")
+    return decode(record)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    raise ValueError(f"unknown msgpack extension type {code}: extension types are not part of the twofold vocabulary")
 
 
 def loads(data: bytes) -> Any:
-    """Inverse of :func:`dumps`: sequences come back as tuples.
+    """Inverse of :func:`dumps`: a message, or a tuple of messages (see the format above).
 
-    Raises ValueError on records that are not in the vocabulary.  (Field
-    *types* are not checked here: the runtime validates what peers send.)
+    Raises ValueError (or a msgpack error) on what is not in the vocabulary.
+    Field *types* are not checked beyond the records' shape: the runtime
+    validates what peers send.
     """
-    obj = msgpack.unpackb(data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False)
-    if isinstance(obj, msgpack.Timestamp):
+    obj = _unpackb(data, ext_hook=_ext_hook, use_list=False, raw=False, strict_map_key=False)
+    if obj.__class__ is tuple:
+        if obj and obj[0].__class__ is str:
+            return _decode(obj)
+        try:
+            return tuple([_DECODE[m[0]](m) for m in obj])
+        except (KeyError, TypeError, IndexError):  # not all messages: say which, or pass other items
+            return tuple([_decode(m) if m.__class__ is tuple else m for m in obj])
+    if obj.__class__ is msgpack.Timestamp:
         raise ValueError("msgpack timestamps are not part of the twofold vocabulary")
     return obj
 

@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 MAGIC = b"2fld"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 BATCH = 0
 HANDSHAKE = 1
 _KIND_NAMES = {BATCH: "batch", HANDSHAKE: "handshake"}

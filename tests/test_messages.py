@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import twofold.runtime.protocol  # noqa: F401 - the runtime's own messages share the codec: cover them too
 from twofold import messages
 from twofold.messages import REGISTRY, Message, ScatteredKey, TaskError, TaskSpec, dumps, loads, restamp
 
@@ -56,6 +57,9 @@ def strategy_for_type(tp: object, where: str) -> st.SearchStrategy:
     """A strategy for values of annotation ``tp``; ``where`` names the field for errors."""
     if tp in _SCALARS:
         return _SCALARS[tp]
+    if tp is dict:  # an untyped dict (e.g. a serialization header): str keys, plain values
+        plain = st.one_of(*_SCALARS.values(), st.lists(_SCALARS[int], max_size=3).map(tuple))
+        return st.dictionaries(_SCALARS[str], plain, max_size=4)
     if isinstance(tp, type) and REGISTRY.get(tp.__name__) is tp:
         return strategy_for_class(tp)
     origin = typing.get_origin(tp)
@@ -269,8 +273,9 @@ def test_message_decorator_honours_default_factory():
             keys: tuple[str, ...] = dataclasses.field(default_factory=tuple)
 
         assert _FactoryProbe(0.0, "s").keys == ()
+        assert loads(dumps(_FactoryProbe(0.0, "s"))) == _FactoryProbe(0.0, "s")
     finally:
-        REGISTRY.pop("_FactoryProbe", None)
+        _forget("_FactoryProbe")
 
 
 # --------------------------------------------------------------------------
@@ -309,16 +314,96 @@ class _Impostor:
         Message(0.0, "s"),
         (messages.AddClient(0.0, "s", "c"), object()),
         messages.AddClient(0.0, "s", object()),
+        messages.AddWorker(0.0, "s", "w", 2**64),
     ],
-    ids=["object", "set", "unregistered", "unregistered-subclass", "impostor", "base", "in-batch", "in-field"],
+    ids=[
+        "object", "set", "unregistered", "unregistered-subclass", "impostor", "base", "in-batch", "in-field",
+        "huge-int",
+    ],  # fmt: skip
 )
 def test_encoding_an_unregistered_object_raises_type_error(obj):
     with pytest.raises(TypeError):
         dumps(obj)
 
 
-def _record(payload: object, code: int = 1) -> bytes:
-    return msgpack.packb(msgpack.ExtType(code, msgpack.packb(payload, use_bin_type=True)), use_bin_type=True)
+def test_a_record_outside_a_field_annotated_with_it_is_refused():
+    spec = TaskSpec("k", None)
+    with pytest.raises(TypeError):
+        dumps(messages.AddClient(0.0, "s", spec))  # a str field
+    with pytest.raises(TypeError):
+        dumps(messages.DesireKeys(0.0, "s", "c", (spec,)))  # tuple[Key, ...]
+    with pytest.raises(TypeError):
+        dumps({"msg": messages.AddClient(0.0, "s", "c")})  # messages live in batches, not in dicts
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        messages.TaskErred(0.0, "s", "w", "k", "not a TaskError"),
+        messages.TaskErred(0.0, "s", "w", "k", TaskSpec("k", None)),
+        messages.KeyErred(0.0, "s", "c", "k", None, "k"),
+        messages.UpdateGraph(0.0, "s", "c", (TaskError("E", "m"),), ()),
+        messages.UpdateGraph(0.0, "s", "c", (("k", None),), ()),
+        messages.UpdateGraph(0.0, "s", "c", "k", ()),
+        messages.UpdateGraph(0.0, "s", "c", None, ()),
+        messages.UpdateData(0.0, "s", "c", (ScatteredKey("k", 1, "int", ()), "k")),
+    ],
+    ids=[
+        "str-error", "spec-error", "none-error", "error-in-tasks", "tuple-in-tasks", "str-tasks", "none-tasks",
+        "str-in-keys",
+    ],  # fmt: skip
+)
+def test_encoding_a_record_field_holding_something_else_raises_type_error(msg):
+    with pytest.raises(TypeError):
+        dumps(msg)
+    with pytest.raises(TypeError):
+        dumps([msg])
+
+
+@pytest.mark.parametrize("item", ["AddClient", ("AddClient", 0.0, "s", "c"), ["x"]])
+def test_a_batch_item_loads_would_read_as_a_message_is_refused(item):
+    with pytest.raises(TypeError, match="item of a batch"):
+        dumps([messages.AddClient(0.0, "s", "c"), item])
+
+
+# --------------------------------------------------------------------------
+# The wire format
+# --------------------------------------------------------------------------
+
+
+def _record(payload: object) -> bytes:
+    """``payload`` packed as it is: a hand-built wire record (a message is ``[op, *fields]``)."""
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def test_record_helper_builds_what_dumps_builds():
+    # _record must be a faithful encoding, or the refusal tests prove nothing
+    msg = messages.AddClient(0.0, "s", "c")
+    assert _record(["AddClient", 0.0, "s", "c"]) == dumps(msg)
+    assert _record([["AddClient", 0.0, "s", "c"]]) == dumps([msg]) == dumps((msg,))
+    assert loads(_record(["AddClient", 0.0, "s", "c"])) == msg
+    assert loads(_record([["AddClient", 0.0, "s", "c"]] * 2)) == (msg, msg)
+
+
+def test_a_message_is_a_flat_array_and_its_records_carry_no_op():
+    spec = TaskSpec("k", b"f", ("a",), 3, None, False, {"GPU": 1.0}, 2, False)
+    msg = messages.UpdateGraph(1.5, "s", "c", (spec,), ("k",))
+    assert msgpack.unpackb(dumps(msg), use_list=False) == (
+        "UpdateGraph", 1.5, "s", "c", (("k", b"f", ("a",), 3, None, False, {"GPU": 1.0}, 2, False),), ("k",)
+    )  # fmt: skip
+    error = TaskError("ValueError", "bad", b"exc", None, "tb")
+    msg = messages.TaskErred(1.5, "s", "w", "k", error, 1.0, 2.0, 7)
+    assert msgpack.unpackb(dumps([msg]), use_list=False) == (
+        ("TaskErred", 1.5, "s", "w", "k", ("ValueError", "bad", b"exc", None, "tb"), 1.0, 2.0, 7),
+    )
+    # a record on its own (not in a field) names its class like a message
+    assert msgpack.unpackb(dumps(error), use_list=False) == ("TaskError", "ValueError", "bad", b"exc", None, "tb")
+
+
+def test_plain_values_and_empty_batches_round_trip():
+    for value in [(), 5, "text", None, {"a": (1, 2)}, 1.5, b"raw"]:
+        assert_identical(loads(dumps(value)), value)
+    assert loads(dumps([])) == ()
 
 
 @pytest.mark.parametrize(
@@ -326,24 +411,79 @@ def _record(payload: object, code: int = 1) -> bytes:
     ["NoSuchOp", "", "addclient", "Message", b"AddClient", 42, None, 1.5, True, ("AddClient",)],
 )
 def test_decoding_an_unknown_op_raises_value_error(op):
+    if isinstance(op, str):  # an array starting with anything else is read as a batch
+        with pytest.raises(ValueError, match="unknown message op"):
+            loads(_record([op, 0.0, "s", "c"]))
     with pytest.raises(ValueError, match="unknown message op"):
-        loads(_record([op, 0.0, "s", "c"]))
-    # also when nested in a batch beside a valid message
+        loads(_record([[op, 0.0, "s", "c"]]))
+    # also beside a valid message in a batch
     good = dumps(messages.AddClient(0.0, "s", "c"))
     with pytest.raises(ValueError, match="unknown message op"):
         loads(b"\x92" + good + _record([op, 0.0, "s", "c"]))
 
 
 def test_decoding_an_unhashable_op_raises_value_error():
-    with pytest.raises(ValueError):
-        loads(_record([{"op": "AddClient"}, 0.0, "s", "c"]))
+    with pytest.raises(ValueError, match="unknown message op"):
+        loads(_record([[{"op": "AddClient"}, 0.0, "s", "c"]]))
+
+
+def test_decoding_an_empty_message_array_raises_value_error():
+    with pytest.raises(ValueError, match="an empty array"):
+        loads(_record([[]]))
+    with pytest.raises(ValueError, match="an empty array"):
+        loads(_record([["AddClient", 0.0, "s", "c"], []]))
+
+
+@pytest.mark.parametrize("fields", [[], [0.0], [0.0, "s"], [0.0, "s", "c", "extra"], [0.0, "s", "c", None, None]])
+def test_decoding_a_wrong_field_count_raises_value_error(fields):
+    with pytest.raises(ValueError, match="AddClient takes 3 fields, got"):
+        loads(_record(["AddClient", *fields]))
+    with pytest.raises(ValueError, match="AddClient takes 3 fields, got"):
+        loads(_record([["AddClient", 0.0, "s", "c"], ["AddClient", *fields]]))
+
+
+_SPEC = ["k", None, (), 0, None, False, None, 0, False]
+_ERROR = ["E", "m", None, None, ""]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        ["TaskErred", 0.0, "s", "w", "k", "not a record", 0.0, 0.0, -1],
+        ["TaskErred", 0.0, "s", "w", "k", None, 0.0, 0.0, -1],
+        ["TaskErred", 0.0, "s", "w", "k", _ERROR[:-1], 0.0, 0.0, -1],
+        ["TaskErred", 0.0, "s", "w", "k", [*_ERROR, "extra"], 0.0, 0.0, -1],
+        ["TaskErred", 0.0, "s", "w", "k", ["TaskError", *_ERROR], 0.0, 0.0, -1],
+        ["TaskErred", 0.0, "s", "w", "k", {"typename": "E"}, 0.0, 0.0, -1],
+        ["UpdateGraph", 0.0, "s", "c", "k", []],
+        ["UpdateGraph", 0.0, "s", "c", None, []],
+        ["UpdateGraph", 0.0, "s", "c", _SPEC, []],  # one spec, not an array of them
+        ["UpdateGraph", 0.0, "s", "c", [_SPEC, "k"], []],
+        ["UpdateGraph", 0.0, "s", "c", [_SPEC, _SPEC[:-1]], []],
+        ["UpdateGraph", 0.0, "s", "c", [["TaskSpec", *_SPEC]], []],
+        ["UpdateGraph", 0.0, "s", "c", [b"k" * 9], []],  # 9 bytes are not 9 fields
+        ["UpdateData", 0.0, "s", "c", [["k", 1, "int"]]],
+    ],
+    ids=lambda r: f"{r[0]}-{r[5] if r[0] == 'TaskErred' else r[4]!r}"[:40],
+)
+def test_decoding_a_malformed_record_field_raises_value_error(record):
+    with pytest.raises(ValueError, match="malformed"):
+        loads(_record(record))
+    with pytest.raises(ValueError, match="malformed"):
+        loads(_record([record]))
+
+
+def test_well_formed_record_fields_decode_into_their_classes():
+    graph = loads(_record(["UpdateGraph", 0.0, "s", "c", [_SPEC, _SPEC], ["k"]]))
+    assert graph.tasks == (TaskSpec("k", None), TaskSpec("k", None))
+    erred = loads(_record(["TaskErred", 0.0, "s", "w", "k", _ERROR, 0.0, 0.0, -1]))
+    assert erred.error == TaskError("E", "m")
 
 
 @pytest.mark.parametrize("code", [0, 2, 7, 127])
 def test_decoding_an_unknown_ext_code_raises_value_error(code):
-    valid_payload = ["AddClient", 0.0, "s", "c"]
     with pytest.raises(ValueError, match="unknown msgpack extension type"):
-        loads(_record(valid_payload, code))
+        loads(_record(msgpack.ExtType(code, _record(["AddClient", 0.0, "s", "c"]))))
 
 
 @pytest.mark.parametrize("code", [-2, -100, -128])
@@ -359,9 +499,195 @@ def test_decoding_the_timestamp_ext_code_raises_value_error():
         loads(bytes([0xD6, 0xFF, 0, 0, 0, 1]))
 
 
-def test_record_helper_builds_what_dumps_builds():
-    # _record must be a faithful encoding, or the refusal tests prove nothing
-    assert loads(_record(["AddClient", 0.0, "s", "c"])) == messages.AddClient(0.0, "s", "c")
+def test_an_ext_record_is_refused():
+    # protocol 1 wrapped each message in an ExtType(1); protocol 2 peers refuse it
+    with pytest.raises(ValueError, match="unknown msgpack extension type 1"):
+        loads(_record([msgpack.ExtType(1, _record(["AddClient", 0.0, "s", "c"]))]))
+
+
+def _forget(name: str) -> None:
+    """Undo a test's registration of the class ``name`` (registry and wire plans)."""
+    cls = REGISTRY.pop(name, None)
+    messages._DECODE.pop(name, None)
+    messages._ENCODE.pop(cls, None)
+    messages._NESTED.pop(cls, None)
+
+
+def test_an_optional_record_field_round_trips():
+    try:
+
+        @messages.message
+        class _OptionalProbe(Message):
+            error: TaskError | None = None
+            specs: tuple[TaskSpec, ...] = ()
+
+        for msg in [_OptionalProbe(0.0, "s"), _OptionalProbe(0.0, "s", TaskError("E", "m"), (TaskSpec("k", None),))]:
+            assert_identical(loads(dumps(msg)), msg)
+        flat = msgpack.unpackb(dumps(_OptionalProbe(0.0, "s")), use_list=False)
+        assert flat == ("_OptionalProbe", 0.0, "s", None, ())
+        with pytest.raises(ValueError, match="malformed TaskError"):
+            loads(_record(["_OptionalProbe", 0.0, "s", "E", []]))
+    finally:
+        _forget("_OptionalProbe")
+
+
+def test_a_class_registered_again_under_its_op_replaces_the_old_one_on_the_wire():
+    def define():
+        @messages.message
+        class _ReProbe(Message):
+            n: int
+
+        return _ReProbe
+
+    try:
+        old, new = define(), define()
+        assert type(loads(dumps(new(0.0, "s", 1)))) is new
+        with pytest.raises(TypeError):
+            dumps(old(0.0, "s", 1))
+    finally:
+        _forget("_ReProbe")
+
+
+def test_a_record_in_an_unplannable_annotation_is_refused_at_registration():
+    with pytest.raises(TypeError, match="a record can only be a field as"):
+
+        @messages.message
+        class _DictOfRecordsProbe(Message):
+            specs: dict[str, TaskSpec]
+
+    assert "_DictOfRecordsProbe" not in REGISTRY
+    assert "_DictOfRecordsProbe" not in messages._DECODE
+
+
+# --------------------------------------------------------------------------
+# Malformed input: decoding what an untrusted peer may send
+# --------------------------------------------------------------------------
+
+_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=INT_MIN, max_value=INT_MAX), st.floats(),
+    st.text(max_size=8), st.binary(max_size=8), st.sampled_from(sorted(REGISTRY)),
+)  # fmt: skip
+_structures = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=10) | st.dictionaries(_scalars.filter(lambda k: k == k), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def assert_well_formed(obj: object, path: str = "result") -> None:
+    """Every registered instance in a decoded value has every record field holding its record class."""
+    cls = type(obj)
+    if REGISTRY.get(cls.__name__) is cls:
+        types_ = field_types(cls)
+        for f in dataclasses.fields(cls):
+            value, tp = getattr(obj, f.name), types_[f.name]
+            where = f"{path}.{f.name}"
+            if tp in NESTED_RECORDS:
+                assert type(value) is tp, f"{where} is a {type(value).__name__}"
+            elif typing.get_origin(tp) is tuple and typing.get_args(tp)[0] in NESTED_RECORDS:
+                assert type(value) is tuple, f"{where} is a {type(value).__name__}"
+                assert all(type(v) is typing.get_args(tp)[0] for v in value), where
+            assert_well_formed(value, where)
+    elif isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            assert_well_formed(item, f"{path}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            assert_well_formed(v, f"{path}[{k!r}]")
+
+
+def _has_ext(value: object) -> bool:
+    if isinstance(value, msgpack.ExtType):
+        return True
+    if isinstance(value, tuple):
+        return any(_has_ext(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_ext(k) or _has_ext(v) for k, v in value.items())
+    return False
+
+
+def check_untrusted(data: bytes) -> None:
+    """What a peer's bytes may do: decode to well-formed messages, or raise an Exception."""
+    from twofold.runtime.framing import FrameError, decode_batch
+
+    try:
+        result = loads(data)
+    except Exception:
+        pass
+    else:
+        assert_well_formed(result)
+        if isinstance(result, Message) or (
+            type(result) is tuple and all(REGISTRY.get(type(m).__name__) is type(m) for m in result)
+        ):
+            # what was accepted is exactly what was sent: nothing dropped, added or reshaped
+            plain = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
+            assert not _has_ext(plain)  # extension types are refused
+            assert dumps(result) == msgpack.packb(plain, use_bin_type=True)
+    try:
+        batch = decode_batch(data)
+    except FrameError:
+        return
+    assert type(batch) is tuple
+    assert all(isinstance(m, Message) for m in batch)
+    assert_well_formed(batch, "batch")
+
+
+@_FUZZ
+@given(data=st.binary(max_size=200))
+def test_random_bytes_decode_to_messages_or_raise(data):
+    check_untrusted(data)
+
+
+@_FUZZ
+@given(structure=_structures)
+def test_random_msgpack_structures_decode_to_messages_or_raise(structure):
+    check_untrusted(msgpack.packb(structure, use_bin_type=True))
+    check_untrusted(msgpack.packb([structure], use_bin_type=True))
+
+
+_CLASS_STRATEGIES: dict[type, st.SearchStrategy] = {}
+#: the classes with a field that holds records (drawn more often: their decoding has more to get wrong)
+_WITH_RECORDS = [
+    cls
+    for cls in ALL_CLASSES
+    if any(r.__name__ in str(tp) for tp in field_types(cls).values() for r in NESTED_RECORDS)
+]
+
+
+@st.composite
+def mutated_records(draw) -> object:
+    """A valid message's array with one part replaced, dropped or added: nearly valid input."""
+    cls = draw(st.sampled_from(ALL_CLASSES) | st.sampled_from(_WITH_RECORDS))
+    if cls not in _CLASS_STRATEGIES:
+        _CLASS_STRATEGIES[cls] = strategy_for_class(cls)
+    msg = draw(_CLASS_STRATEGIES[cls])
+    record = list(msgpack.unpackb(dumps(msg), use_list=True))
+    # pick a node (the record itself or any array inside it) and change it
+    arrays = [record]
+    for node in arrays:
+        arrays.extend(v for v in node if isinstance(v, list))
+    node = draw(st.sampled_from(arrays))
+    how = draw(st.sampled_from(["replace", "drop", "add", "keep"] if node else ["add", "keep"]))
+    if how == "keep":
+        pass
+    elif how == "add":
+        node.insert(draw(st.integers(0, len(node))), draw(_structures))
+    else:
+        i = draw(st.integers(0, len(node) - 1))
+        if how == "drop":
+            del node[i]
+        else:
+            node[i] = draw(_structures)
+    return record
+
+
+@settings(_FUZZ, max_examples=150)
+@given(record=mutated_records())
+def test_nearly_valid_messages_decode_to_messages_or_raise(record):
+    check_untrusted(msgpack.packb(record, use_bin_type=True))
+    check_untrusted(msgpack.packb([record], use_bin_type=True))
 
 
 # --------------------------------------------------------------------------

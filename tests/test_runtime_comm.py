@@ -269,7 +269,7 @@ BAD_FRAMES = {
     "undecodable header": (prefix(header_len=1) + b"\xc1", "undecodable batch header"),
     "header not a list": (prefix(header_len=1) + b"\x05", "batch header is a int"),
     "element not a message": (frame_bytes(header=b"\x91\x05"), "batch element 0 is a int, not a twofold message"),
-    "unknown op": (frame_bytes(header=framing.messages.dumps([framing.msgpack.ExtType(1, b"\x92\xa4Nope\x01")])), "unknown message op 'Nope'"),
+    "unknown op": (frame_bytes(header=framing.msgpack.packb([["Nope", 1]])), "unknown message op 'Nope'"),
 }  # fmt: skip
 
 
