@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
+    import twofold.sim.workloads  # noqa: F401 - imported before timing: the first size would pay for it
+    from twofold import Client  # noqa: F401
+
     if args.profile:
         import cProfile
         import pstats

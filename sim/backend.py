@@ -57,6 +57,7 @@ class SimBackend(Backend):
 
     def receive(self, msg: Message) -> None:
         if self._receiver is not None and not self._closed:
+            self.sim.clock.touches += 1
             self._receiver(msg)
 
     def send(self, msgs: Sequence[Message]) -> None:
@@ -82,7 +83,9 @@ class SimBackend(Backend):
     # -- blocking ----------------------------------------------------------------
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
-        return self.sim.clock.run_until(predicate, timeout)
+        """The Client's waits depend only on client state, which changes only when
+        a message reaches a client or task code runs: a ``client_wait``."""
+        return self.sim.clock.run_until(predicate, timeout, client_wait=True)
 
     # -- data plane --------------------------------------------------------------
 

@@ -123,12 +123,17 @@ class Model:
         return float(result)
 
 
+_NONE_NBYTES = len(pickle.dumps(None, protocol=5))
+
+
 def measure_nbytes(obj: Any) -> int:
     """Bytes the object would take on the wire.
 
     An integer ``nbytes`` attribute (numpy arrays, workload payloads) wins;
     otherwise the length of its pickle, or ``sys.getsizeof`` if unpicklable.
     """
+    if obj is None:
+        return _NONE_NBYTES  # common (tasks run for their side effects): no pickling
     nbytes = getattr(obj, "nbytes", None)
     if type(nbytes) is int and nbytes >= 0:
         return nbytes

@@ -5,6 +5,13 @@ randomness of the run comes from it), the object registry (user functions,
 arguments, results and exceptions stay Python objects, referenced from the
 machines' opaque bytes by a counter, so nothing is pickled on the hot
 path), and the trace.
+
+A registry reference is a ``bytes`` subclass whose entry is freed when the
+last reference to it goes: the entry lives exactly as long as something
+(a scheduler or worker task, a message in flight, a client's error) can
+still look it up, so a long run does not keep every task's function and
+arguments.  When that happens does not matter to the run: nothing can ask
+for an entry after its last reference is gone.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Simulation:
         self.restart_delay = restart_delay
         self.objects: dict[bytes, Any] = {}
         self._object_counter = 0
+        self._ref = _ref_type(self.objects)
         state = SchedulerState(scheduler_config, policy)
         if trace_transitions:
             state._story = self.trace
@@ -76,10 +84,12 @@ class Simulation:
     # -- registry --------------------------------------------------------------
 
     def put_object(self, obj: Any) -> bytes:
+        """Register ``obj``.  The reference reads b"1", b"2", ... (its length
+        counts in message sizes); the entry goes when the reference does."""
         self._object_counter += 1
-        ref = b"%d" % self._object_counter
-        self.objects[ref] = obj
-        return ref
+        key = b"%d" % self._object_counter
+        self.objects[key] = obj
+        return self._ref(key)
 
     def result_size(self, info: TaskInfo | None, result: Any) -> int:
         if self.sizes is not None:
@@ -105,3 +115,23 @@ class Simulation:
 
     def to_scheduler(self, src: str, msg: Any) -> None:
         self.network.post(src, self.scheduler_address, message_size(msg), self.scheduler.handle, (msg,))
+
+
+def _ref_type(objects: dict[bytes, Any]) -> type:
+    """The reference type of one registry: ``bytes`` that free their entry when dropped.
+
+    The registry's keys are plain ``bytes`` (equal, same hash), so it never
+    keeps a reference alive itself.
+    """
+
+    def __del__(ref: bytes) -> None:
+        objects.pop(ref, None)
+
+    def __reduce__(ref: bytes) -> tuple:
+        return bytes, (bytes(ref),)  # pickled, it is plain bytes (outside this process)
+
+    def same(ref: bytes, *memo: Any) -> bytes:
+        return ref  # immutable: copies share it, so it still frees only when all are gone
+
+    namespace = {"__slots__": (), "__del__": __del__, "__reduce__": __reduce__, "__copy__": same, "__deepcopy__": same}
+    return type("ObjectRef", (bytes,), namespace)

@@ -133,3 +133,30 @@ def test_different_seed_different_digest():
     b = subprocess.run([sys.executable, "-c", SCRIPT.replace("seed=7", "seed=8")],
                        capture_output=True, text=True, check=True).stdout
     assert a != b
+
+
+def test_registry_entries_live_exactly_as_long_as_their_references():
+    """Functions, arguments and errors leave the object registry once nothing can look them up."""
+    import gc
+
+    from twofold import Client, wait
+
+    def fail(x):
+        raise ValueError(x)
+
+    with SimCluster(n_workers=2, seed=0) as cluster, Client(cluster, set_as_default=False) as client:
+        objects = cluster._sim.objects
+        fs = client.map(operator.neg, range(10))
+        assert client.gather(fs) == [-i for i in range(10)]
+        assert len(objects) == 10  # still wanted: the scheduler may have to recompute them
+        bad = client.submit(fail, 1)
+        wait([bad])
+        del fs
+        cluster.run(cluster.now + 1)
+        gc.collect()
+        assert len(objects) == 2  # the failed task's spec, and its exception
+        assert isinstance(bad.exception(), ValueError)
+        del bad
+        cluster.run(cluster.now + 1)
+        gc.collect()
+        assert not objects

@@ -44,30 +44,34 @@ if TYPE_CHECKING:
 
 
 def _spec_problem(spec: TaskSpec) -> str | None:
-    """Why this spec is malformed, or None."""
+    """Why this spec is malformed, or None (once per submitted task: kept lean)."""
     if not isinstance(spec, TaskSpec):
         return f"graph entries must be TaskSpec records, got {type(spec).__name__}"
-    if not isinstance(spec.key, str) or not spec.key:
-        return f"task key must be a non-empty str, got {spec.key!r}"
+    key = spec.key
+    if not isinstance(key, str) or not key:
+        return f"task key must be a non-empty str, got {key!r}"
     if spec.run_spec is not None and not isinstance(spec.run_spec, bytes):
-        return f"{spec.key!r}: run_spec must be bytes or None"
-    if not isinstance(spec.dependencies, tuple) or not all(isinstance(d, str) for d in spec.dependencies):
-        return f"{spec.key!r}: dependencies must be a tuple of keys, got {spec.dependencies!r}"
-    if spec.key in spec.dependencies:
-        return f"{spec.key!r} depends on itself"
-    if not isinstance(spec.priority, int) or isinstance(spec.priority, bool):
-        return f"{spec.key!r}: priority must be an int, got {spec.priority!r}"
-    if not isinstance(spec.retries, int) or isinstance(spec.retries, bool) or spec.retries < 0:
-        return f"{spec.key!r}: retries must be an int >= 0, got {spec.retries!r}"
+        return f"{key!r}: run_spec must be bytes or None"
+    deps = spec.dependencies
+    if not isinstance(deps, tuple) or (deps and not all(isinstance(d, str) for d in deps)):
+        return f"{key!r}: dependencies must be a tuple of keys, got {deps!r}"
+    if deps and key in deps:
+        return f"{key!r} depends on itself"
+    priority = spec.priority
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        return f"{key!r}: priority must be an int, got {priority!r}"
+    retries = spec.retries
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        return f"{key!r}: retries must be an int >= 0, got {retries!r}"
     if spec.workers is not None and (
         not isinstance(spec.workers, tuple) or not all(isinstance(w, str) for w in spec.workers)
     ):
-        return f"{spec.key!r}: workers must be a tuple of worker addresses or names"
+        return f"{key!r}: workers must be a tuple of worker addresses or names"
     if spec.resources is not None:
         if not isinstance(spec.resources, dict) or not all(
             isinstance(k, str) and isinstance(v, Real) and v >= 0 for k, v in spec.resources.items()
         ):
-            return f"{spec.key!r}: resources must map names to numbers >= 0, got {spec.resources!r}"
+            return f"{key!r}: resources must map names to numbers >= 0, got {spec.resources!r}"
     return None
 
 
@@ -203,20 +207,24 @@ class ClientHandlers:
         specs = event.tasks
         if not isinstance(specs, tuple) or not isinstance(event.wanted, tuple):
             return self._refuse(event, "tasks and wanted must be tuples")
+        edges = False
         for spec in specs:
             problem = _spec_problem(spec)
             if problem is not None:
                 return self._refuse(event, problem)
-        missing = unknown_dependencies(specs, tasks)
-        if missing:
-            shown = ", ".join(f"{dep!r} (needed by {key!r})" for key, dep in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            return self._refuse(event, f"unknown dependencies: {shown}{more}")
+            if spec.dependencies:
+                edges = True
+        if edges:
+            missing = unknown_dependencies(specs, tasks)
+            if missing:
+                shown = ", ".join(f"{dep!r} (needed by {key!r})" for key, dep in missing[:5])
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                return self._refuse(event, f"unknown dependencies: {shown}{more}")
         new_keys = {spec.key for spec in specs}
         stray = [key for key in event.wanted if key not in tasks and key not in new_keys]
         if stray:
             return self._refuse(event, f"wanted keys are neither submitted nor known: {stray[:5]!r}")
-        cycle = find_cycle(specs, tasks)
+        cycle = find_cycle(specs, tasks) if edges else None  # (a graph without edges has no cycle)
         if cycle is not None:
             return self._refuse(event, "dependency cycle: " + " -> ".join(map(repr, cycle)))
 

@@ -215,6 +215,10 @@ class WorkerState(Transfers):
         ts = self._task(ev.key)
         ts.run_id = ev.run_id
         state = ts.state
+        if state == "released":  # the common case, first: a key new to us
+            self._fill_compute(ts, ev)
+            self._start_waiting(ts)
+            return
         if state == "memory":
             self._to_scheduler_finished(ts, "", 0.0, 0.0, None)
             return
@@ -383,13 +387,14 @@ class WorkerState(Transfers):
                 available = self.available_resources
                 for name, amount in ts.resources.items():
                     available[name] -= amount
+            deps = ts.dependencies
             self._outs.append(
                 Execute(
                     self._now,
                     self._sid,
                     ts.key,
                     ts.run_spec,
-                    tuple([d.key for d in ts.dependencies]),
+                    tuple([d.key for d in deps]) if deps else (),
                     ts.actor,
                     ts.actor_deps,
                 )
@@ -398,6 +403,8 @@ class WorkerState(Transfers):
     def _next_runnable(self) -> WTask | None:
         """The highest-priority ready task whose resources are free, if any."""
         ready = self.ready
+        if not self.constrained:
+            return ready.pop() if ready else None
         best = ready.peek()
         if self.constrained:
             available = self.available_resources
