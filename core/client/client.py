@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 from twofold.client.backend import Backend
 from twofold.client.data import DataMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
-from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, task_options
+from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
 from twofold.messages import (
     AddClient,
@@ -638,9 +638,10 @@ class Client(DataMethods):
         hasher = CallHasher(func) if explicit is None and pure and not opts.actor else None
         keys: list[str] = []
         spec_args: dict[str, tuple] = {}
+        own = self._own_future
         for i, row in enumerate(rows):
             deps: dict[str, None] = {}
-            args = replace_futures(row, self._own_future, deps)
+            args = row if plain_args(row) else replace_futures(row, own, deps)
             deps.update(kw_deps)
             if explicit is not None:
                 k = explicit[i]

@@ -147,6 +147,19 @@ class _SetItems(tuple):
     __slots__ = ()
 
 
+#: types that hold neither sets nor futures: a call whose arguments are all of these needs no walk
+PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def plain_args(args: tuple) -> bool:
+    """True when every argument is a plain scalar (the common ``map(f, range(n))`` row)."""
+    plain = PLAIN
+    for x in args:
+        if x.__class__ not in plain:
+            return False
+    return True
+
+
 def _stable(obj: Any) -> Any:
     """``obj`` with every set inside lists/tuples/dicts in a fixed order.
 
@@ -204,7 +217,10 @@ class CallHasher:
         """A deterministic 32-hex-digit token of ``func(*args, **kwargs)``, or None."""
         if self._func_bytes is None:
             return None
-        payload = _pickle((args, sorted(kwargs.items())))
+        if not kwargs and plain_args(args):
+            payload = pickle.dumps((args, []), protocol=5)  # what _pickle gives, without the walk
+        else:
+            payload = _pickle((args, sorted(kwargs.items())))
         if payload is None:
             return None
         h = hashlib.blake2b(self._func_bytes, digest_size=_TOKEN_BYTES)
