@@ -1,6 +1,5 @@
 """twofold: futures on a cluster, on real machines or in a deterministic simulator."""
 
-from twofold.client import Client, Future, as_completed, default_client, fire_and_forget, get_client, wait
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.context import rejoin, secede
 from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker
@@ -31,14 +30,31 @@ __all__ = [
     "Security",
 ]
 
-_RUNTIME = {"LocalCluster": "twofold.runtime.local", "Security": "twofold.runtime.security"}
+#: names loaded on first use: a worker process needs the machines, not the Client
+#: (nor the socket runtime in a simulator-only program): start-up stays short
+_LAZY = {
+    "Client": "twofold.client",
+    "Future": "twofold.client",
+    "as_completed": "twofold.client",
+    "default_client": "twofold.client",
+    "fire_and_forget": "twofold.client",
+    "get_client": "twofold.client",
+    "wait": "twofold.client",
+    "LocalCluster": "twofold.runtime.local",
+    "Security": "twofold.runtime.security",
+}
 
 
 def __getattr__(name: str):
-    """``LocalCluster`` and ``Security`` load the socket runtime (asyncio, ssl) on first use only."""
-    module = _RUNTIME.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'twofold' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -26,9 +26,10 @@ names the sender), worker -> its own driver, and driver -> machine.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, FrozenInstanceError, dataclass, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -81,10 +82,38 @@ def _fast_init(cls: type) -> None:
 _UNSET = object()
 
 
-def message(cls: type) -> type:
-    """Decorator: a frozen slotted dataclass, registered for the wire."""
-    cls = dataclass(frozen=True, slots=True, init=False)(cls)  # our __init__ is faster to make and to run
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _hash(self: Any) -> int:
+    return hash(tuple([getattr(self, name) for name in self._field_names]))
+
+
+def frozen(cls: type) -> type:
+    """A slotted dataclass, frozen through shared ``__setattr__``/``__delattr__``.
+
+    ``dataclass(frozen=True)`` generates (compiles) those two and ``__hash__``
+    for every class; sharing them made importing this module, which every
+    worker process pays at start-up, a quarter cheaper.  ``__init__`` is our
+    own (``_fast_init``): it sets slots through their descriptors.
+    """
+    cls = dataclass(slots=True, init=False)(cls)
+    cls._field_names = tuple(f.name for f in fields(cls))
+    cls.__setattr__ = _frozen_setattr
+    cls.__delattr__ = _frozen_delattr
+    cls.__hash__ = _hash
     _fast_init(cls)
+    return cls
+
+
+def message(cls: type) -> type:
+    """Decorator: a frozen slotted dataclass (:func:`frozen`), registered for the wire."""
+    cls = frozen(cls)
     return _register(cls)
 
 
@@ -156,6 +185,28 @@ def _many(cls: type) -> tuple[Any, Any]:
     return encode_many, decode_many
 
 
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def _hints(cls: type) -> dict[str, Any] | None:
+    """The resolved field annotations, or None when none can name a record.
+
+    Resolving annotations (``typing.get_type_hints``: an ``eval`` each) was a
+    third of importing this module; a string annotation that mentions no
+    registered class cannot hold a record, so most classes skip it.
+    """
+    raw: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        raw.update(getattr(klass, "__annotations__", {}))
+    records = {c.__name__ for c in _ENCODE}
+    if all(type(raw.get(name)) is str and records.isdisjoint(_WORD.findall(raw[name])) for name in cls._field_names):
+        return None
+    try:
+        return typing.get_type_hints(cls)
+    except Exception as exc:
+        raise TypeError(f"cannot resolve the field annotations of {cls.__name__}: {exc}") from exc
+
+
 def _codec(cls: type, tagged: bool) -> tuple[Any, Any]:
     """Generate ``cls``'s (encoder, decoder), of ``(op, *fields)`` if ``tagged`` else ``(*fields)``.
 
@@ -166,17 +217,14 @@ def _codec(cls: type, tagged: bool) -> tuple[Any, Any]:
     ``__setattr__``).  The untagged encoder checks the instance's class (the
     tagged one is dispatched on it).
     """
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception as exc:
-        raise TypeError(f"cannot resolve the field annotations of {cls.__name__}: {exc}") from exc
+    hints = _hints(cls)
     ns: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_tuple": tuple}
     ns.update(_malformed=_malformed, _not_a=_not_a)
     first = 1 if tagged else 0  # index of the first field in the array
     values, setters = [repr(cls.__name__)] if tagged else [], []
     for i, name in enumerate(cls._field_names):
         ns[f"_s{i}"], j = getattr(cls, name).__set__, i + first
-        how = _record_field(hints[name], f"{cls.__name__}.{name}")
+        how = _record_field(hints[name], f"{cls.__name__}.{name}") if hints is not None else None
         if how is None:
             values.append(f"m.{name}")
             setters.append(f"_s{i}(m, t[{j}])")
@@ -265,7 +313,7 @@ class ScatteredKey:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Message:
     now: float
     stimulus_id: str
@@ -367,6 +415,20 @@ class WhoHasRequest(Message):
     client: str
     request_id: str
     keys: tuple[Key, ...]
+
+
+@message
+class SchedulerInfoRequest(Message):
+    """Ask what the scheduler knows of its workers (answered by SchedulerInfoReply).
+
+    The answer waits until the scheduler has at least ``n_workers`` workers
+    (``wait_for_workers``); with 0 it comes at once.  A waiting request is
+    dropped with its client (RemoveClient).
+    """
+
+    client: str
+    request_id: str
+    n_workers: int = 0
 
 
 @message
@@ -624,6 +686,19 @@ class WhoHasReply(Message):
     request_id: str
     who_has: dict[Key, tuple[str, ...]]
     nbytes: dict[Key, int]
+
+
+@message
+class SchedulerInfoReply(Message):
+    """Answer to SchedulerInfoRequest: per worker address, in arrival order, a dict of
+    ``name``, ``nthreads``, ``memory_limit``, ``resources``, ``active`` (tasks
+    processing there), ``stored`` (keys in memory there), ``nbytes`` (bytes
+    stored) and ``last_seen`` (the scheduler's clock when the worker joined or last sent a
+    heartbeat)."""
+
+    client: str
+    request_id: str
+    workers: dict[str, dict]
 
 
 @message

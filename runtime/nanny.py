@@ -7,8 +7,10 @@ a crash, ``SIGKILL``, the scheduler closing it for missed heartbeats — gets
 a fresh process, unless the worker keeps dying within seconds of starting
 (then the nanny gives up and says so instead of looping forever).
 
-The shared secret goes to the child in its environment, never on its
-command line (which other users can read).
+Workers are forked from a warm zygote process (:mod:`twofold.runtime.zygote`):
+one interpreter start-up for all of them and for every restart.  The shared
+secret goes to the child in its environment, never on its command line
+(which other users can read).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import signal
 import sys
 import time
+
+from twofold.runtime.zygote import get_zygote
 
 logger = logging.getLogger("twofold.runtime.nanny")
 
@@ -45,6 +49,7 @@ class Nanny:
         tls_args: list[str] | None = None,
         restart: bool = True,
         quiet: bool = False,
+        fork: bool = True,
     ):
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -56,6 +61,8 @@ class Nanny:
         self._tls_args = list(tls_args or [])
         self._restart = restart
         self._quiet = quiet
+        #: fork workers from a warm zygote (see zygote.py) rather than start an interpreter each
+        self._fork = fork and hasattr(os, "fork")
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self._closing = False
@@ -84,12 +91,21 @@ class Nanny:
 
     async def _spawn(self) -> None:
         env = dict(os.environ)
-        if self._secret is not None:
-            secret = self._secret.decode() if isinstance(self._secret, bytes) else self._secret
-            env["TWOFOLD_SECRET"] = secret
         # the child must import the same twofold, and the user's modules next to the script
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + env.get("PYTHONPATH", "").split(os.pathsep)))
+        extra = {}
+        if self._secret is not None:
+            extra["TWOFOLD_SECRET"] = self._secret.decode() if isinstance(self._secret, bytes) else self._secret
+        if self._fork and not self._quiet:
+            try:
+                zygote = await get_zygote(env)
+                self.process = await zygote.spawn(self._command()[3:], extra)
+                return
+            except (OSError, RuntimeError) as exc:
+                logger.warning("cannot fork workers from a zygote (%s); starting a fresh interpreter instead", exc)
+                self._fork = False
+        env.update(extra)
         out = asyncio.subprocess.DEVNULL if self._quiet else None
         self.process = await asyncio.create_subprocess_exec(*self._command(), env=env, stdin=asyncio.subprocess.DEVNULL,
                                                             stdout=out, stderr=out)  # fmt: skip

@@ -203,6 +203,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def descendants_of(pid: int) -> list[int]:
+    """All pids below ``pid`` (workers are forked by the nanny's zygote: grandchildren)."""
+    out = []
+    for child in children_of(pid):
+        out += [child, *descendants_of(child)]
+    return out
+
+
 def children_of(pid: int) -> list[int]:
     """Direct child pids of ``pid`` (Linux /proc)."""
     out = []

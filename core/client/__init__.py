@@ -5,8 +5,29 @@ The Client speaks the message vocabulary to a scheduler through a
 runtime's); nothing here knows which one.
 """
 
-from twofold.client.client import Client, default_client, get_client, register_address
-from twofold.client.future import DoneAndNotDoneFutures, Future, as_completed, fire_and_forget, wait
+_LAZY = {
+    "Client": "twofold.client.client",
+    "default_client": "twofold.client.client",
+    "get_client": "twofold.client.client",
+    "register_address": "twofold.client.client",
+    "DoneAndNotDoneFutures": "twofold.client.future",
+    "Future": "twofold.client.future",
+    "as_completed": "twofold.client.future",
+    "fire_and_forget": "twofold.client.future",
+    "wait": "twofold.client.future",
+}
+
+
+def __getattr__(name: str):
+    """Loaded on first use: ``twofold.client.spec`` alone (a worker's need) stays cheap to import."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twofold.client' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Client",
