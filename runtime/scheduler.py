@@ -38,7 +38,7 @@ _FROM_CLIENT = {
     M.AddClient: "client", M.RemoveClient: "client", M.UpdateGraph: "client", M.DesireKeys: "client",
     M.ReleaseKeys: "client", M.CancelKeys: "client", M.RetryKeys: "client", M.FireAndForget: "client",
     M.ScatterRequest: "client", M.UpdateData: "client", M.WhoHasRequest: "client", M.Replicate: "client",
-    M.MissingData: "reporter",
+    M.SchedulerInfoRequest: "client", M.MissingData: "reporter",
 }  # fmt: skip
 #: what a worker may send (and the field naming the worker)
 _FROM_WORKER = {

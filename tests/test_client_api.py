@@ -251,6 +251,13 @@ def secede_outside_a_task():
     secede()
 
 
+def workers_seen_from_a_task(n):
+    """What the task's own client says of the cluster (it waits for ``n`` workers first)."""
+    c = get_client()
+    c.wait_for_workers(n, timeout=TIMEOUT)
+    return sorted(c.nthreads()), sorted(c.scheduler_info()["workers"])
+
+
 # --------------------------------------------------------------------------
 # driver-side helpers
 # --------------------------------------------------------------------------
@@ -1517,6 +1524,100 @@ def test_get_client_outside_a_task_is_the_current_client(client, cluster):
         assert get_client() is client
         assert Client.current() is client
         assert get_client(cluster.scheduler_address) is client
+
+
+# --------------------------------------------------------------------------
+# scheduler_info, nthreads, wait_for_workers
+# --------------------------------------------------------------------------
+
+INFO_FIELDS = {"name", "nthreads", "memory_limit", "resources", "active", "stored", "nbytes", "last_seen"}
+
+
+def test_scheduler_info_describes_the_scheduler_and_each_worker(client, cluster, workers):
+    info = client.scheduler_info()
+    assert info["type"] == "Scheduler"
+    assert info["address"] == client.scheduler.address == cluster.scheduler_address
+    assert isinstance(info["id"], str) and info["id"]
+    assert sorted(info["workers"]) == workers
+    for address, w in info["workers"].items():
+        assert set(w) == INFO_FIELDS, address
+        assert isinstance(w["name"], str) and w["name"]
+        assert w["nthreads"] == 1
+        assert w["resources"] == RESOURCES
+        assert w["memory_limit"] is None or isinstance(w["memory_limit"], int)
+        assert (w["active"], w["stored"], w["nbytes"]) == (0, 0, 0)
+        assert isinstance(w["last_seen"], float)
+
+
+def test_scheduler_info_counts_tasks_processing_and_keys_stored(client, gates, workers):
+    x = client.submit(big_bytes, 1000, key="info-stored", workers=[workers[0]])
+    assert len(x.result(timeout=TIMEOUT)) == 1000
+    running = client.submit(gated, gates.new(), 1, key="info-active", workers=[workers[1]])
+    info = client.scheduler_info()["workers"]
+    assert (info[workers[0]]["stored"], info[workers[0]]["active"]) == (1, 0)
+    assert info[workers[0]]["nbytes"] >= 1000
+    assert (info[workers[1]]["stored"], info[workers[1]]["active"]) == (0, 1)
+    gates.open_all()
+    assert running.result(timeout=TIMEOUT) == 1
+
+
+def test_scheduler_info_is_a_fresh_copy(client, workers):
+    info = client.scheduler_info()
+    info["workers"][workers[0]]["resources"]["GPU"] = 99
+    info["workers"].clear()
+    again = client.scheduler_info()
+    assert sorted(again["workers"]) == workers
+    assert again["workers"][workers[0]]["resources"] == RESOURCES
+
+
+def test_nthreads_and_ncores_of_all_or_some_workers(client, workers):
+    assert client.nthreads() == {w: 1 for w in workers}
+    assert client.ncores() == client.nthreads()
+    assert client.nthreads(workers=[workers[1]]) == {workers[1]: 1}
+    assert client.ncores(workers[0]) == {workers[0]: 1}
+    # by name too; workers the scheduler does not know are left out
+    name = client.scheduler_info()["workers"][workers[1]]["name"]
+    assert client.nthreads([name, "tcp://nowhere:1"]) == {workers[1]: 1}
+    with pytest.raises(TypeError, match="workers="):
+        client.nthreads(workers=42)
+
+
+def test_wait_for_workers_returns_once_enough_are_connected(client, workers):
+    client.wait_for_workers(0)
+    client.wait_for_workers(1, timeout=TIMEOUT)
+    client.wait_for_workers(len(workers), timeout=TIMEOUT)
+    client.wait_for_workers(n_workers=2)  # no timeout: already true
+
+
+def test_wait_for_workers_times_out_with_a_clear_error(client, workers):
+    with pytest.raises(TwofoldTimeoutError, match=r"fewer than 3 worker\(s\) after 0.3 s"):
+        client.wait_for_workers(3, timeout=SHORT)
+    # the client is still usable, and the abandoned wait does not answer a later question
+    assert client.nthreads() == {w: 1 for w in workers}
+    assert client.submit(inc, 1).result(timeout=TIMEOUT) == 2
+
+
+def test_wait_for_workers_checks_its_arguments(client):
+    with pytest.raises(TypeError, match="n_workers="):
+        client.wait_for_workers("2")
+    with pytest.raises(TypeError, match="n_workers="):
+        client.wait_for_workers(True)
+    with pytest.raises(ValueError, match="n_workers="):
+        client.wait_for_workers(-1)
+    with pytest.raises(TypeError, match="timeout="):
+        client.wait_for_workers(1, timeout="soon")
+
+
+def test_info_methods_of_a_closed_client_raise(cluster):
+    c = Client(cluster, set_as_default=False)
+    c.close()
+    for call in (c.scheduler_info, c.nthreads, lambda: c.wait_for_workers(1, timeout=TIMEOUT)):
+        with pytest.raises(RuntimeError, match="closed"):
+            call()
+
+
+def test_a_task_asks_about_the_cluster_through_its_client(client, workers):
+    assert client.submit(workers_seen_from_a_task, 2).result(timeout=TIMEOUT) == (workers, workers)
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from twofold import CancelledError, Client, Future, as_completed, fire_and_forget, get_client, rejoin, secede, wait
 from twofold.client.future import ALL_COMPLETED, FIRST_COMPLETED
-from twofold.errors import TimeoutError as TwofoldTimeoutError
+from twofold.errors import SimulationStalled, TimeoutError as TwofoldTimeoutError
 from twofold.sim import Exponential, SimCluster, TaskInfo, Uniform
 
 L = 0.001  # the default latency
@@ -1023,6 +1023,76 @@ def test_connecting_to_an_unknown_address_fails_clearly():
         port = s.getsockname()[1]
     with pytest.raises(CommClosedError, match="cannot connect"):
         Client(f"tcp://127.0.0.1:{port}", set_as_default=False)
+
+
+# --------------------------------------------------------------------------
+# scheduler_info, nthreads, wait_for_workers: in virtual time
+# --------------------------------------------------------------------------
+
+
+def test_scheduler_info_last_seen_is_the_schedulers_virtual_clock():
+    # heartbeats leave each worker every virtual second and take one hop
+    cluster = cluster_of(n=2, memory_limit=2**30, resources={"GPU": 1}, name="info-clock")
+    with Client(cluster) as client:
+        cluster.run(2.5)
+        info = client.scheduler_info()
+        assert cluster.now == approx(2.5 + hops(2))  # one round trip
+        worker = {"nthreads": 1, "memory_limit": 2**30, "resources": {"GPU": 1}, "active": 0, "stored": 0,
+                  "nbytes": 0, "last_seen": approx(2 + hops(1))}
+        assert info == {"type": "Scheduler", "id": "Scheduler-sim://info-clock", "address": "sim://info-clock",
+                        "workers": {w: {"name": w, **worker} for w in ("worker-0", "worker-1")}}
+
+
+def test_scheduler_info_follows_tasks_and_data():
+    cluster = cluster_of(n=2, durations=1.0)
+    with Client(cluster) as client:
+        a = client.submit(inc, 1, key="a", workers=["worker-0"])
+        b = client.submit(inc, 2, key="b", workers=["worker-1"])
+        info = client.scheduler_info()["workers"]  # the graph arrived first: both are processing
+        assert [(w["active"], w["stored"]) for w in info.values()] == [(1, 0), (1, 0)]
+        wait([a, b])
+        info = client.scheduler_info()["workers"]
+        assert [(w["active"], w["stored"]) for w in info.values()] == [(0, 1), (0, 1)]
+        assert all(w["nbytes"] > 0 for w in info.values())
+        del a
+        gc.collect()
+        client._flush()  # the release goes out now
+        info = client.scheduler_info()["workers"]
+        assert (info["worker-0"]["stored"], info["worker-0"]["nbytes"]) == (0, 0)
+        assert info["worker-1"]["stored"] == 1
+
+
+def test_wait_for_workers_ends_when_a_restarted_worker_joins():
+    cluster = cluster_of(n=2, restart_delay=0.5)
+    cluster.crash("worker-1", at=1.0)
+    cluster.restart("worker-1", at=5.0)  # already down at 5: it only comes back, 0.5 s later
+    with Client(cluster) as client:
+        cluster.run(2.0)
+        assert client.nthreads() == {"worker-0": 1}
+        with pytest.raises(TwofoldTimeoutError, match="fewer than 2 worker"):
+            client.wait_for_workers(2, timeout=1.0)
+        assert cluster.now == approx(3.0 + hops(2))
+        client.wait_for_workers(2, timeout=10)
+        # no polling: the scheduler answers as the AddWorker arrives (one hop), the answer takes one more
+        assert cluster.now == approx(5.5 + hops(2))
+        assert client.nthreads() == {"worker-0": 1, "worker-1": 1}
+
+
+def test_wait_for_workers_timeout_is_virtual_and_exact():
+    cluster = cluster_of(n=1)
+    with Client(cluster) as client:
+        t0 = cluster.now
+        with pytest.raises(TwofoldTimeoutError, match=r"sim://.* fewer than 2 worker\(s\) after 3 s"):
+            client.wait_for_workers(2, timeout=3.0)
+        assert cluster.now == pytest.approx(t0 + 3.0, abs=1e-12)
+        assert client.submit(inc, 1).result() == 2
+
+
+def test_waiting_forever_for_a_worker_that_never_comes_is_a_stall():
+    cluster = cluster_of(n=1)
+    with Client(cluster) as client:
+        with pytest.raises(SimulationStalled, match="no more progress"):
+            client.wait_for_workers(2)
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Membership and heartbeats, the TTL timer, timers that are stale or early,
 what happens to tasks and results when a worker goes, and the data paths
-(scatter, UpdateData, who-has, missing data, replicas).
+(scatter, UpdateData, who-has, scheduler info, missing data, replicas).
 
 Each test drives a bare SchedulerState, asserts its exact outputs and calls
 ``validate()`` after every event.
@@ -26,6 +26,7 @@ from twofold.messages import (
     MissingData,
     RefreshWhoHas,
     ReleaseKeys,
+    RemoveClient,
     RemoveReplicas,
     RemoveWorker,
     RescheduleTask,
@@ -33,6 +34,8 @@ from twofold.messages import (
     ScatteredKey,
     ScatterPlan,
     ScatterRequest,
+    SchedulerInfoReply,
+    SchedulerInfoRequest,
     SetTimer,
     TaskErred,
     TaskError,
@@ -451,6 +454,64 @@ def test_who_has_reports_holders_of_keys_in_memory_only():
     outs = s(WhoHasRequest, client="c", request_id="q1", keys=("a", "p-1", "ghost"))
     assert outs == [X(WhoHasReply, client="c", request_id="q1",
                       who_has={"a": ("w0", "w1"), "p-1": (), "ghost": ()}, nbytes={"a": 10})]
+
+
+def info(name, nthreads=1, memory_limit=None, resources=None, active=0, stored=0, nbytes=0, last_seen=0.0):
+    return {"name": name, "nthreads": nthreads, "memory_limit": memory_limit, "resources": resources or {},
+            "active": active, "stored": stored, "nbytes": nbytes, "last_seen": last_seen}
+
+
+def test_scheduler_info_reports_each_worker_in_arrival_order():
+    s = Sched()
+    s.now = 1.0
+    s.add_worker("w1", nthreads=2, resources={"GPU": 1}, memory_limit=2**30, name="bob")
+    s.add_worker("w0")
+    s(UpdateData, client="c", keys=(ScatteredKey("a", 10, "int", ("w1",)),))
+    s.submit(T("p-1", workers=("w0",)))
+    s.now = 3.0
+    s(WorkerHeartbeat, worker="w0", memory=5)
+    s.now = 4.0
+    outs = s(SchedulerInfoRequest, client="c", request_id="q1")
+    assert outs == [X(SchedulerInfoReply, client="c", request_id="q1", workers={
+        "w1": info("bob", 2, 2**30, {"GPU": 1}, stored=1, nbytes=10, last_seen=1.0),
+        "w0": info("w0", active=1, last_seen=3.0)})]
+    assert list(outs[0].workers) == ["w1", "w0"]
+    # the reply shares nothing with the scheduler's records
+    outs[0].workers["w1"]["resources"]["GPU"] = 5
+    assert s.state.workers["w1"].resources == {"GPU": 1}
+
+
+def test_scheduler_info_with_n_workers_waits_until_that_many_joined():
+    s = Sched()
+    assert s(SchedulerInfoRequest, client="c", request_id="q0") == [
+        X(SchedulerInfoReply, client="c", request_id="q0", workers={})]
+    s.add_worker("w0")
+    assert s(SchedulerInfoRequest, client="c", request_id="q2", n_workers=2) == []
+    assert s(SchedulerInfoRequest, client="c", request_id="q3", n_workers=3) == []
+    assert s(SchedulerInfoRequest, client="d", request_id="d2", n_workers=2) == []
+    # already true: answered at once
+    assert s(SchedulerInfoRequest, client="d", request_id="d1", n_workers=1) == [
+        X(SchedulerInfoReply, client="d", request_id="d1", workers={"w0": info("w0")})]
+    s.now = 5.0
+    outs = s.add_worker("w1", stimulus_id="join-w1")
+    both = {"w0": info("w0"), "w1": info("w1", last_seen=5.0)}
+    assert outs == [ttl("w1", 65.0), X(SchedulerInfoReply, client="c", request_id="q2", workers=both),
+                    X(SchedulerInfoReply, client="d", request_id="d2", workers=both)]
+    assert {out.stimulus_id for out in outs} == {"join-w1"}  # answered because of the AddWorker
+    # q3 still waits; it leaves with its client, so a third worker answers nobody
+    assert [r.request_id for r in s.state._info_waiters] == ["q3"]
+    assert s(RemoveClient, client="c") == []
+    assert s.state._info_waiters == []
+    assert s.add_worker("w2") == [ttl("w2", 65.0)]
+
+
+def test_scheduler_info_with_a_bad_n_workers_raises_and_changes_nothing():
+    s = Sched()
+    for bad in (-1, "2", True, None, 1.5):
+        with pytest.raises(ValueError, match="n_workers must be an int >= 0"):
+            s(SchedulerInfoRequest, client="c", request_id="q", n_workers=bad)
+    assert s.state._info_waiters == []
+    assert s.add_worker("w0") == [ttl("w0", 60.0)]
 
 
 def test_missing_data_with_other_holders_refreshes_the_reporters_who_has():

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 
 from twofold.client.backend import Backend
 from twofold.client.data import DataMethods
+from twofold.client.info import InfoMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
@@ -55,6 +56,7 @@ from twofold.messages import (
     RemoveClient,
     RetryKeys,
     ScatterPlan,
+    SchedulerInfoReply,
     TaskSpec,
     UpdateGraph,
     WhoHasReply,
@@ -232,7 +234,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods):
+class Client(DataMethods, InfoMethods):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or
@@ -543,7 +545,7 @@ class Client(DataMethods):
                 due += st.fail(msg.error)
         return due
 
-    def _on_reply(self, msg: WhoHasReply | ScatterPlan) -> list:
+    def _on_reply(self, msg: WhoHasReply | ScatterPlan | SchedulerInfoReply) -> list:
         req = self._requests.get(msg.request_id)
         if req is not None:
             req.gens = {id(st): st.generation for st in req.states}
@@ -760,4 +762,5 @@ _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
     GraphRefused: Client._on_refused,
     WhoHasReply: Client._on_reply,
     ScatterPlan: Client._on_reply,
+    SchedulerInfoReply: Client._on_reply,
 }

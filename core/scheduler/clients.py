@@ -1,4 +1,4 @@
-"""Scheduler handlers for what clients send: graphs, references, cancel, retry, scatter.
+"""Scheduler handlers for what clients send: graphs, references, cancel, retry, scatter, info.
 
 A client's interest in a key is a reference count (``ClientInfo.wants`` and
 ``TaskState.who_wants`` mirror each other).  A key nobody wants and no
@@ -8,6 +8,7 @@ dependent needs is released, and forgotten once nothing depends on it.
 from __future__ import annotations
 
 from numbers import Real
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from twofold.graph import find_cycle, unknown_dependencies
@@ -29,6 +30,8 @@ from twofold.messages import (
     RetryKeys,
     ScatterPlan,
     ScatterRequest,
+    SchedulerInfoReply,
+    SchedulerInfoRequest,
     TaskError,
     TaskSpec,
     UpdateData,
@@ -75,8 +78,8 @@ def _spec_problem(spec: TaskSpec) -> str | None:
     return None
 
 
-def _by_priority(ts: TaskState) -> tuple[int, ...]:
-    return ts.priority
+#: a task's ``priority``, the sort key of runnable tasks (C-level: no call per task)
+_by_priority = attrgetter("priority")
 
 
 class ClientHandlers:
@@ -96,6 +99,7 @@ class ClientHandlers:
             ScatterRequest: cls._on_scatter_request,
             UpdateData: cls._on_update_data,
             WhoHasRequest: cls._on_who_has,
+            SchedulerInfoRequest: cls._on_scheduler_info,
             Replicate: cls._on_replicate,
         }
 
@@ -149,6 +153,8 @@ class ClientHandlers:
         self._client(event.client)
 
     def _on_remove_client(self: SchedulerState, event: RemoveClient) -> None:
+        if self._info_waiters:
+            self._info_waiters = [r for r in self._info_waiters if r.client != event.client]
         cs = self.clients.get(event.client)
         if cs is None or cs.name == FIRE_AND_FORGET:
             return
@@ -236,7 +242,9 @@ class ClientHandlers:
             if spec.key in tasks:
                 continue  # deduplicate onto the existing task
             counter += 1
-            ts = TaskState(spec.key, key_prefix(spec.key), spec.run_spec, (-spec.priority, counter))
+            key = spec.key
+            head, sep, _ = key.rpartition("-")  # key_prefix(key), inlined
+            ts = TaskState(key, head if sep else key, spec.run_spec, (-spec.priority, counter))
             ts.workers = spec.workers
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = spec.resources or None
@@ -251,27 +259,45 @@ class ClientHandlers:
                 ts.dependencies[dep] = None
                 dep.dependents[ts] = None
         recs: Recs = {}
+        wants = cs.wants
+        name = cs.name
         for key in event.wanted:
             ts = tasks[key]
-            self._add_wants(cs, ts)
+            # self._add_wants(cs, ts), inlined (once per task)
+            wants[key] = wants.get(key, 0) + 1
+            who_wants = ts.who_wants
+            who_wants[name] = who_wants.get(name, 0) + 1
             if ts.state == "released":
                 recs[ts] = "waiting"
             else:
-                self._report_status(cs.name, ts)
+                self._report_status(name, ts)
         # everything the graph needs goes to waiting; then what is runnable
         # starts in priority order (not in the order recommendations pop)
         runnable = []
         transition = self._transition
+        story = self._story
+        released_waiting = self._released_waiting
         while recs:
             ts, finish = recs.popitem()
-            if finish == "processing" and ts.state == "waiting":
+            state = ts.state
+            if finish == "processing" and state == "waiting":
                 runnable.append(ts)
+            elif finish == "waiting" and state == "released":
+                released_waiting(ts, recs)  # transition(ts, finish, recs), the common case without the table
+                if story is not None:
+                    self._log(ts, state)
             else:
                 transition(ts, finish, recs)
         if runnable:
             runnable.sort(key=_by_priority)
+            ready_processing = self._ready_processing
             for ts in runnable:
-                transition(ts, "processing", recs)
+                if ts.state == "waiting":  # transition(ts, "processing", recs), without the table
+                    ready_processing(ts, recs)
+                    if story is not None:
+                        self._log(ts, "waiting")
+                else:
+                    transition(ts, "processing", recs)
                 if recs:
                     self._transitions(recs)
         for ts, _ in created:
@@ -469,3 +495,41 @@ class ClientHandlers:
                 who_has[key] = tuple(ws.address for ws in ts.who_has)
                 nbytes[key] = ts.nbytes
         self._outs.append(WhoHasReply(self._now, self._sid, event.client, event.request_id, who_has, nbytes))
+
+    # -- info --------------------------------------------------------------
+
+    def _on_scheduler_info(self: SchedulerState, event: SchedulerInfoRequest) -> None:
+        """Answer now, or once ``event.n_workers`` workers are connected (see _answer_info_waiters)."""
+        n = event.n_workers
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"SchedulerInfoRequest.n_workers must be an int >= 0, got {n!r}")
+        if len(self.workers) >= n:
+            self._reply_info(event)
+        else:
+            self._info_waiters.append(event)
+
+    def _answer_info_waiters(self: SchedulerState) -> None:
+        """A worker joined: answer the waiting requests it satisfies, oldest first."""
+        count = len(self.workers)
+        ready = [r for r in self._info_waiters if r.n_workers <= count]
+        if ready:
+            self._info_waiters = [r for r in self._info_waiters if r.n_workers > count]
+            for request in ready:
+                self._reply_info(request)
+
+    def _reply_info(self: SchedulerState, request: SchedulerInfoRequest) -> None:
+        """What the scheduler knows of each worker, in arrival order (fresh dicts: nothing shared)."""
+        workers = {
+            ws.address: {
+                "name": ws.name,
+                "nthreads": ws.nthreads,
+                "memory_limit": ws.memory_limit,
+                "resources": dict(ws.resources),
+                "active": len(ws.processing),
+                "stored": len(ws.has_what),
+                "nbytes": ws.nbytes,
+                "last_seen": ws.last_seen,
+            }
+            for ws in self.workers.values()
+        }
+        self._outs.append(SchedulerInfoReply(self._now, self._sid, request.client, request.request_id, workers))

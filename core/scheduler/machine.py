@@ -57,6 +57,8 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         self._worker_counter = 0
         self._scatter_counter = 0
         self._pending_scatters: list = []
+        #: SchedulerInfoRequests waiting for more workers, oldest first
+        self._info_waiters: list = []
         self._story: deque | None = deque(maxlen=config.story_length) if config.story_length else None
         # per-event scratch
         self._now = 0.0
@@ -147,16 +149,28 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         """``ws`` lost a task: feed it from the queue, track whether it has room."""
         if ws.address not in self.workers:
             return
-        if self._has_room(ws):
+        # self._has_room(ws), inlined (once or twice per task)
+        config = self.config
+        busy = len(ws.processing) - len(ws.long_running)
+        if busy < ws.slots or (
+            busy < ws.nthreads * config.max_tasks_per_thread and ws.occupancy < ws.nthreads * config.pipeline_seconds
+        ):
             queued = self.queued
-            while queued:
-                ts = queued.pop()
-                self._assign(ts, ws)
-                if self._story is not None:
-                    self._log(ts, "queued")
-                if not self._has_room(ws):
-                    self.room.pop(ws, None)
-                    return
+            if queued:
+                assign = self._assign
+                story = self._story
+                while queued:
+                    ts = queued.pop()
+                    assign(ts, ws)
+                    if story is not None:
+                        self._log(ts, "queued")
+                    busy = len(ws.processing) - len(ws.long_running)
+                    if not (busy < ws.slots or (
+                        busy < ws.nthreads * config.max_tasks_per_thread
+                        and ws.occupancy < ws.nthreads * config.pipeline_seconds
+                    )):
+                        self.room.pop(ws, None)
+                        return
             self.room[ws] = None
         else:
             self.room.pop(ws, None)

@@ -87,6 +87,8 @@ class WorkerHandlers:
             pending, self._pending_scatters = self._pending_scatters, []
             for request in pending:
                 self._on_scatter_request(request)
+        if self._info_waiters:
+            self._answer_info_waiters()
 
     def _on_remove_worker(self: SchedulerState, event: RemoveWorker) -> None:
         ws = self.workers.get(event.worker)
@@ -186,14 +188,26 @@ class WorkerHandlers:
             self._free(ws, event.key)
             return
         state = ts.state
-        if event.run_id >= 0 and event.run_id != ts.run_id:
+        run_id = event.run_id
+        if run_id >= 0 and run_id != ts.run_id:
             # a run we abandoned (its FreeKeys is on its way): not this run's result
             return
         if state == "processing" and ts.processing_on is ws:
-            self._learn_duration(ts, event.start, event.stop)
+            # self._learn_duration(ts, event.start, event.stop), inlined (once per task)
+            start = event.start
+            stop = event.stop
+            if stop > start:
+                elapsed = stop - start
+                durations = self.durations
+                old = durations.get(ts.prefix)
+                if old is None:
+                    durations[ts.prefix] = elapsed
+                else:
+                    durations[ts.prefix] = old + self.config.duration_smoothing * (elapsed - old)
             recs: Recs = {}
             self._processing_memory(ts, ws, event.nbytes, event.typename, event.inline, recs)
-            self._transitions(recs)
+            if recs:
+                self._transitions(recs)
         elif state == "memory":
             if ws not in ts.who_has:
                 ts.who_has[ws] = None

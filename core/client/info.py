@@ -1,0 +1,105 @@
+"""Asking the scheduler about its workers: scheduler_info, nthreads/ncores, wait_for_workers.
+
+All three ride on one message pair, ``SchedulerInfoRequest`` ->
+``SchedulerInfoReply``, which carries, per worker address (in the order the
+workers joined), what the scheduler machine knows: ``name``, ``nthreads``,
+``memory_limit``, ``resources``, ``active`` (tasks processing there),
+``stored`` (keys in memory there), ``nbytes`` (bytes stored) and
+``last_seen`` (the scheduler's own clock: virtual seconds on the simulator,
+``time.monotonic()`` of the scheduler process on the runtime).
+
+``wait_for_workers`` does not poll: its request names how many workers it
+needs, and the scheduler answers once that many are connected.  The client
+waits for the answer through the backend like any other reply, so on the
+simulator virtual time passes (a worker restarted at t=5 ends the wait then)
+and a wait nothing can end is reported as a stall; on the runtime the reply
+wakes the waiting thread.
+
+This is a mixin of :class:`~twofold.client.client.Client` (it uses the
+Client's request plumbing, ``_ask``, from ``DataMethods``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twofold.client.options import check_timeout, normalize_workers
+from twofold.errors import TimeoutError
+from twofold.messages import SchedulerInfoReply, SchedulerInfoRequest
+
+if TYPE_CHECKING:
+    from twofold.client.client import Client
+
+
+class InfoMethods:
+    """Mixin of Client: what the scheduler knows of the cluster's workers."""
+
+    def _workers_info(self: Client, n_workers: int = 0, deadline: float | None = None,
+                      timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """``SchedulerInfoReply.workers`` once the scheduler has ``n_workers`` workers (copied)."""
+        req = self._ask([], deadline, timeout, lambda sid: SchedulerInfoRequest(
+            self._backend.now(), sid, self.id, sid, n_workers))
+        reply: SchedulerInfoReply = req.reply
+        return {
+            address: {**info, "resources": dict(info.get("resources") or {})}
+            for address, info in reply.workers.items()
+        }
+
+    def scheduler_info(self: Client, asynchronous: Any = None) -> dict[str, Any]:
+        """Basic information about the scheduler and its workers, as dask gives it::
+
+            {"type": "Scheduler", "id": "Scheduler-<address>", "address": <address>,
+             "workers": {<address>: {"name", "nthreads", "memory_limit", "resources",
+                                     "active", "stored", "nbytes", "last_seen"}}}
+
+        ``active``: tasks processing on the worker; ``stored``: keys in its
+        memory, ``nbytes`` their size; ``last_seen``: the scheduler's clock
+        when the worker joined or last sent a heartbeat.
+        """
+        self._check_running()
+        address = self.scheduler.address
+        return {
+            "type": "Scheduler",
+            "id": f"Scheduler-{address}",
+            "address": address,
+            "workers": self._workers_info(),
+        }
+
+    def nthreads(self: Client, workers: Any = None, asynchronous: Any = None) -> dict[str, int]:
+        """The number of threads of each worker, by address.
+
+        ``workers``: addresses or names to report on (those the scheduler
+        does not know are left out); all workers if None.
+        """
+        wanted = normalize_workers(workers)
+        self._check_running()
+        info = self._workers_info()
+        return {
+            address: w["nthreads"]
+            for address, w in info.items()
+            if wanted is None or address in wanted or w["name"] in wanted
+        }
+
+    ncores = nthreads
+
+    def wait_for_workers(self: Client, n_workers: int = 0, timeout: float | None = None) -> None:
+        """Block until the scheduler has at least ``n_workers`` workers.
+
+        Raises :class:`~twofold.errors.TimeoutError` if that takes longer
+        than ``timeout`` seconds (virtual seconds on the simulator).
+        """
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool):
+            raise TypeError(f"n_workers= must be an int >= 0, got {n_workers!r}")
+        if n_workers < 0:
+            raise ValueError(f"n_workers= must be >= 0, got {n_workers!r}")
+        timeout = check_timeout(timeout)
+        self._check_running()
+        if n_workers == 0:
+            return
+        try:
+            self._workers_info(n_workers, self._deadline(timeout), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"wait_for_workers: the scheduler at {self.scheduler.address} still had fewer than "
+                f"{n_workers} worker(s) after {timeout:g} s"
+            ) from None
