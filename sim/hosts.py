@@ -35,13 +35,13 @@ from twofold.messages import (
     RemoveWorker,
     SetTimer,
     TaskError,
+    TaskFinished,
     TimerFired,
     WorkerHeartbeat,
-    restamp,
 )
 from twofold.scheduler import SchedulerState
 from twofold.scheduler.state import key_prefix
-from twofold.sim.models import TaskInfo, function_name, measure_nbytes
+from twofold.sim.models import _NONE_NBYTES, TaskInfo, function_name, measure_nbytes
 from twofold.sim.network import MESSAGE_OVERHEAD
 from twofold.worker import WorkerState
 
@@ -53,6 +53,24 @@ def message_size(msg: Any) -> int:
     return MESSAGE_OVERHEAD + (len(spec) if spec else 0)
 
 
+_setattr = object.__setattr__  # restamp(msg, now), inlined on the hot paths
+
+#: per output class, how SchedulerHost.route treats it: (kind, has run_spec);
+#: kind 0: SetTimer, 1: CloseWorker, 2: has a ``worker`` field, 3: to a client
+_ROUTES: dict[type, tuple[int, bool]] = {}
+
+
+def _route_of(cls: type) -> tuple[int, bool]:
+    if cls is SetTimer:
+        kind = 0
+    elif cls is CloseWorker:
+        kind = 1
+    else:
+        kind = 2 if hasattr(cls, "worker") else 3
+    route = _ROUTES[cls] = (kind, hasattr(cls, "run_spec"))
+    return route
+
+
 class SchedulerHost:
     def __init__(self, sim: Simulation, state: SchedulerState) -> None:
         self.sim = sim
@@ -62,37 +80,66 @@ class SchedulerHost:
 
     def handle(self, msg: Any) -> None:
         sim = self.sim
-        restamp(msg, sim.clock.now)
+        _setattr(msg, "now", sim.clock.now)  # restamp
         outs = self.state.handle(msg)
         if sim.validate:
             self.state.validate()
-        self.route(outs)
+        if outs:
+            self.route(outs)
 
     def route(self, outs: list) -> None:
         sim = self.sim
-        send = sim.network.send
-        post = sim.network.post
+        network = sim.network
+        clock = sim.clock
+        # Network.post's plain case (no link dead, cut, overridden, slowed or
+        # delayed) is inlined below: same arithmetic, so the same arrival times
+        plain = not (sim.dead or network.partitions or network.overrides or network.slow_links
+                     or network.delay_probability)
+        last_on = network._last
         workers = sim.workers
         address = self.address
+        routes = _ROUTES
         for out in outs:
             cls = type(out)
-            if cls is SetTimer:
-                background = out.token.startswith("ttl:")
-                sim.clock.at(out.at, self._fire, out.token, background=background)
-            elif cls is CloseWorker:
-                host = sim.workers.get(out.worker)
-                if host is not None:
-                    send(self.address, out.worker, MESSAGE_OVERHEAD, host.closed_by_scheduler, out.reason)
-            else:
-                worker = getattr(out, "worker", None)
+            kind, sized = routes.get(cls) or _route_of(cls)
+            if kind >= 2:
+                if sized:
+                    spec = out.run_spec
+                    size = MESSAGE_OVERHEAD + (len(spec) if spec else 0)
+                else:
+                    size = MESSAGE_OVERHEAD
+                worker = out.worker if kind == 2 else None
                 if worker is not None:
                     host = workers.get(worker)
-                    if host is not None:
-                        post(address, worker, message_size(out), host.handle, (out, host.incarnation))
+                    if host is None:
+                        continue
+                    dst, deliver, args = worker, host.handle, (out, host.incarnation)
                 else:
-                    endpoint = sim.clients.get(out.client)
-                    if endpoint is not None:
-                        post(address, out.client, message_size(out), endpoint.receive, (out,))
+                    dst = out.client
+                    endpoint = sim.clients.get(dst)
+                    if endpoint is None:
+                        continue
+                    deliver, args = endpoint.receive, (out,)
+                if plain:
+                    when = clock.now + network.latency + size / network.bandwidth
+                    link = (address, dst)
+                    last = last_on.get(link, 0.0)
+                    if when < last:
+                        when = last
+                    last_on[link] = when
+                    network.bytes_moved += size
+                    clock._seq += 1
+                    clock._foreground += 1
+                    heappush(clock._heap, (when, clock._seq, False, deliver, args))
+                else:
+                    network.post(address, dst, size, deliver, args)
+            elif kind == 0:
+                background = out.token.startswith("ttl:")
+                clock.at(out.at, self._fire, out.token, background=background)
+            else:
+                host = workers.get(out.worker)
+                if host is not None:
+                    network.send(address, out.worker, MESSAGE_OVERHEAD, host.closed_by_scheduler, out.reason)
 
     def _fire(self, token: str) -> None:
         self._sid += 1
@@ -211,11 +258,12 @@ class WorkerHost:
         if not self.alive or (incarnation is not None and incarnation != self.incarnation):
             return
         sim = self.sim
-        restamp(msg, sim.clock.now)
+        _setattr(msg, "now", sim.clock.now)  # restamp
         outs = self.state.handle(msg)
         if sim.validate:
             self.state.validate()
-        self._route(outs)
+        if outs:
+            self._route(outs)
 
     def _route(self, outs: list) -> None:
         sim = self.sim
@@ -223,6 +271,8 @@ class WorkerHost:
             cls = type(out)
             if cls is Execute:
                 self._execute(out)
+            elif cls is TaskFinished:  # sim.to_scheduler(self.address, out), inlined: once per task
+                sim.network.post(self.address, sim.scheduler_address, MESSAGE_OVERHEAD, sim.scheduler.handle, (out,))
             elif cls is GatherDeps:
                 self._gather(out)
             elif cls is DeleteData:
@@ -244,8 +294,14 @@ class WorkerHost:
             data = {key: self.store[key] for key in ex.dependencies}
             args = substitute(args, data)
             kwargs = substitute(kwargs, data)
-        slot = self._take_slot(ex.key)  # a task is traced once, when it stops
-        sim.clock.spawn(self._run, self.incarnation, ex.key, func, args, kwargs, slot)
+        key = ex.key
+        slots = self.slots
+        if slots[0] is None:  # self._take_slot(key), its common case inlined
+            slots[0] = key
+            self.slot_of[key] = slot = 0
+        else:
+            slot = self._take_slot(key)  # a task is traced once, when it stops
+        sim.clock.spawn(self._run, self.incarnation, key, func, args, kwargs, slot)
 
     def _take_slot(self, key: str) -> int:
         slots = self.slots
@@ -307,12 +363,17 @@ class WorkerHost:
             self.slots[slot] = None
         sim.trace.task_stop(self.address, slot, key, start, now, error is None)
         if error is None:
-            if sim.sizes is not None and info is None:
-                info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
-            nbytes = measure_nbytes(result) if sim.sizes is None else sim.result_size(info, result)
+            if sim.sizes is None:
+                nbytes = _NONE_NBYTES if result is None else measure_nbytes(result)
+            else:
+                if info is None:
+                    info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
+                nbytes = sim.result_size(info, result)
             self.store[key] = result
             self.sizes[key] = nbytes
-            self.handle(ExecuteSuccess(now, self.sid("done"), key, nbytes, type(result).__name__, start, now))
+            self._sid += 1  # self.sid("done"), inlined
+            self.handle(ExecuteSuccess(now, f"{self.address}-done-{self._sid}", key, nbytes, type(result).__name__,
+                                       start, now))
         else:
             text = "".join(tb_module.format_exception(type(error), error, error.__traceback__))
             err = TaskError(type(error).__name__, str(error), sim.put_object(error), None, text)

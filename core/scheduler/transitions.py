@@ -67,7 +67,7 @@ class Transitions:
     # -- released -> ... --------------------------------------------------
 
     def _released_waiting(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
-        if not _needed(ts):
+        if not (ts.who_wants or ts.waiters):
             return  # stale: whoever needed it let go meanwhile
         if ts.run_spec is None:
             self._fail(
@@ -81,18 +81,21 @@ class Transitions:
                 recs,
             )
             return
-        for dep in ts.dependencies:
-            if dep.state == "erred":
-                self._fail(ts, dep.error, dep.blamed, recs)
-                return
+        deps = ts.dependencies
+        if deps:
+            for dep in deps:
+                if dep.state == "erred":
+                    self._fail(ts, dep.error, dep.blamed, recs)
+                    return
         ts.state = "waiting"
         waiting_on = ts.waiting_on
-        for dep in ts.dependencies:
-            dep.waiters[ts] = None
-            if dep.state != "memory":
-                waiting_on[dep] = None
-                if dep.state == "released":
-                    recs[dep] = "waiting"
+        if deps:
+            for dep in deps:
+                dep.waiters[ts] = None
+                if dep.state != "memory":
+                    waiting_on[dep] = None
+                    if dep.state == "released":
+                        recs[dep] = "waiting"
         if not waiting_on:
             recs[ts] = "processing"
 
@@ -117,7 +120,10 @@ class Transitions:
             del self.unrunnable[ts]
         elif ts.state == "queued":
             self.queued.remove(ts)
-        if ts.is_root and self._queuing and not self.room:
+        if (
+            not ts.dependencies and ts.workers is None and ts.resources is None and not ts.actor  # is_root
+            and self._queuing and not self.room
+        ):
             ts.state = "queued"
             self.queued.push(ts, ts.queue_key)
             return
@@ -187,7 +193,23 @@ class Transitions:
         recs: Recs,
     ) -> None:
         start = ts.state
-        old = self._unassign(ts, free=False) if start == "processing" else None
+        if start == "processing":
+            # self._unassign(ts, free=False), inlined: once per task
+            old = ts.processing_on
+            del old.processing[ts]
+            if ts.long_running:
+                del old.long_running[ts]
+                ts.long_running = False
+            else:
+                old.occupancy -= ts.duration_estimate
+                if old.occupancy < 1e-9:
+                    old.occupancy = 0.0
+            ts.processing_on = None
+            if ts.steal_to is not None:
+                ts.steal_to = None
+                self._stealing.pop(ts, None)
+        else:
+            old = None
         ts.state = "memory"
         ts.nbytes = nbytes
         ts.typename = typename
@@ -196,14 +218,17 @@ class Transitions:
         ws.nbytes += nbytes
         if ts.dependencies:
             self._drop_inputs(ts, recs)
-        for dts in ts.waiters:
-            waiting_on = dts.waiting_on
-            waiting_on.pop(ts, None)
-            if not waiting_on and dts.state == "waiting":
-                recs[dts] = "processing"
-        if ts.who_wants:
+        waiters = ts.waiters
+        if waiters:
+            for dts in waiters:
+                waiting_on = dts.waiting_on
+                waiting_on.pop(ts, None)
+                if not waiting_on and dts.state == "waiting":
+                    recs[dts] = "processing"
+        who_wants = ts.who_wants
+        if who_wants:
             self._report_memory(ts, inline)
-        if not ts.who_wants and not ts.waiters:
+        if not who_wants and not waiters:
             recs[ts] = "released"
         if old is not None:
             self._room_changed(old)
@@ -307,41 +332,34 @@ class Transitions:
         """processing on ``ws``: book it and tell the worker."""
         ts.state = "processing"
         ts.processing_on = ws
-        self._run_counter += 1
-        ts.run_id = self._run_counter
+        run_id = self._run_counter = self._run_counter + 1
+        ts.run_id = run_id
         est = self.durations.get(ts.prefix, self._unknown_duration)
         ts.duration_estimate = est
         ws.processing[ts] = None
         ws.occupancy += est
-        if self._to_free and ws in self._to_free:
+        to_free = self._to_free
+        if to_free and ws in to_free:
             self._flush_frees_for(ws)  # a FreeKeys of this key must not overtake the ComputeTask
-        if ws in self.room and not self._has_room(ws):
-            del self.room[ws]
-        who_has = {}
-        nbytes = {}
-        actor_deps = ()
-        if ts.dependencies:
-            for dep in ts.dependencies:
+        room = self.room
+        if ws in room and not self._has_room(ws):
+            del room[ws]
+        deps = ts.dependencies
+        if deps:
+            who_has = {}
+            nbytes = {}
+            actor_deps = ()
+            for dep in deps:
                 who_has[dep.key] = tuple([w.address for w in dep.who_has])
                 nbytes[dep.key] = dep.nbytes
                 if dep.actor:
                     actor_deps += (dep.key,)
-        self._outs.append(
-            ComputeTask(
-                self._now,
-                self._sid,
-                ws.address,
-                ts.key,
-                ts.run_spec,
-                ts.priority,
-                who_has,
-                nbytes,
-                ts.resources,
-                ts.actor,
-                actor_deps,
-                ts.run_id,
-            )
-        )
+            msg = ComputeTask(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, who_has, nbytes,
+                              ts.resources, ts.actor, actor_deps, run_id)
+        else:
+            msg = ComputeTask(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, {}, {},
+                              ts.resources, ts.actor, (), run_id)
+        self._outs.append(msg)
         if not self._steal_armed and len(self.workers) > 1:
             self._arm_stealing()
 
@@ -372,8 +390,9 @@ class Transitions:
         if inline is not None and len(inline) > self.config.inline_result_limit:
             inline = None
         outs = self._outs
+        now, sid, key, nbytes, typename = self._now, self._sid, ts.key, ts.nbytes, ts.typename
         for client in who_wants:
-            outs.append(KeyInMemory(self._now, self._sid, client, ts.key, ts.nbytes, ts.typename, inline))
+            outs.append(KeyInMemory(now, sid, client, key, nbytes, typename, inline))
 
     def _report_erred(self: SchedulerState, ts: TaskState) -> None:
         who_wants = ts.who_wants

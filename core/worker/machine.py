@@ -192,14 +192,18 @@ class WorkerState(Transfers):
 
     def _put_in_memory(self, ts: WTask, nbytes: int) -> None:
         """Data for ``ts`` is in the store: wake local dependents."""
-        self._set(ts, "memory")
+        if self._story is not None:
+            self._story.append((ts.key, ts.state, "memory", self._sid, self._now))
+        ts.state = "memory"
         ts.nbytes = nbytes
         ts.previous = ts.next = None
         ts.coming_from = None
-        for dts in ts.dependents:
-            waiting_on = dts.waiting_on
-            if waiting_on.pop(ts, False) is None and not waiting_on and dts.state == "waiting":
-                self._make_ready(dts)
+        dependents = ts.dependents
+        if dependents:
+            for dts in dependents:
+                waiting_on = dts.waiting_on
+                if waiting_on.pop(ts, False) is None and not waiting_on and dts.state == "waiting":
+                    self._make_ready(dts)
 
     def _make_ready(self, ts: WTask) -> None:
         if ts.resources:
@@ -216,8 +220,31 @@ class WorkerState(Transfers):
         ts.run_id = ev.run_id
         state = ts.state
         if state == "released":  # the common case, first: a key new to us
-            self._fill_compute(ts, ev)
-            self._start_waiting(ts)
+            if ev.who_has or ts.dependencies:
+                self._fill_compute(ts, ev)
+                self._start_waiting(ts)
+                return
+            # no inputs: _fill_compute, _start_waiting and _make_ready inlined
+            ts.run_spec = ev.run_spec
+            ts.priority = priority = ev.priority
+            ts.resources = resources = ev.resources or None
+            ts.actor = ev.actor
+            ts.actor_deps = ev.actor_deps
+            self._arrivals += 1
+            ts.order = order = priority + (self._arrivals,)  # flat: cheaper to compare than nested
+            if ts.waiting_on:
+                ts.waiting_on.clear()
+            story = self._story
+            if resources:
+                if story is not None:
+                    story.append((ts.key, "released", "constrained", self._sid, self._now))
+                ts.state = "constrained"
+                self.constrained.push(ts, order)
+            else:
+                if story is not None:
+                    story.append((ts.key, "released", "ready", self._sid, self._now))
+                ts.state = "ready"
+                self.ready.push(ts, order)
             return
         if state == "memory":
             self._to_scheduler_finished(ts, "", 0.0, 0.0, None)
@@ -378,10 +405,17 @@ class WorkerState(Transfers):
                     ts.previous = "executing"
                 self._outs.append(RejoinGranted(self._now, self._sid, ts.key))
                 continue
-            ts = self._next_runnable()
-            if ts is None:
+            if self.constrained:
+                ts = self._next_runnable()
+                if ts is None:
+                    return
+            elif self.ready:
+                ts = self.ready.pop()
+            else:
                 return
-            self._set(ts, "executing")
+            if self._story is not None:
+                self._story.append((ts.key, ts.state, "executing", self._sid, self._now))
+            ts.state = "executing"
             executing[ts] = None
             if ts.resources:
                 available = self.available_resources
@@ -432,21 +466,32 @@ class WorkerState(Transfers):
 
     def _on_execute_success(self, ev: ExecuteSuccess) -> None:
         ts = self.tasks.get(ev.key)
-        if ts is None or not self._was_running(ts):
+        if ts is None:
             self._delete.append(ev.key)  # the driver stored a result nobody wants
             return
-        self._end_execution(ts)
         state = ts.state
-        if state == "cancelled":
-            self._delete.append(ts.key)
-            self._forget(ts)
+        if state == "executing" and ts in self.executing and not ts.resources:
+            # the common case: _end_execution inlined
+            del self.executing[ts]
+        elif self._was_running(ts):
+            self._end_execution(ts)
+            if state == "cancelled":
+                self._delete.append(ts.key)
+                self._forget(ts)
+                return
+        else:
+            self._delete.append(ev.key)  # the driver stored a result nobody wants
             return
         self._put_in_memory(ts, ev.nbytes)
-        self._unlink_inputs(ts)
+        if ts.dependencies or ts.waiting_on:
+            self._unlink_inputs(ts)
         if state == "resumed":
             self._outs.append(AddReplicas(self._now, self._sid, self.address, {ts.key: ev.nbytes}))
         else:
-            self._to_scheduler_finished(ts, ev.typename, ev.start, ev.stop, ev.inline)
+            self._outs.append(
+                TaskFinished(self._now, self._sid, self.address, ts.key, ts.nbytes, ev.typename, ev.start, ev.stop,
+                             ev.inline, ts.run_id)
+            )
 
     def _was_running(self, ts: WTask) -> bool:
         state = ts.state
