@@ -56,6 +56,7 @@ class RuntimeBackend(Backend):
         timeout: float | None = None,
     ):
         security = security or Security()
+        security.check_address(address)
         self.scheduler_address = address
         self.cluster = cluster
         self._owns_cluster = owns_cluster
