@@ -47,6 +47,7 @@ import msgpack
 
 from twofold import messages
 from twofold.errors import ProtocolError
+from twofold.runtime import direct_read
 
 __all__ = [
     "BATCH",
@@ -315,6 +316,8 @@ async def _read_into(reader: asyncio.StreamReader, n: int, index: int) -> bytear
     buf = bytearray(n)
     view = memoryview(buf)
     pos = 0
+    if n >= direct_read.DIRECT_MIN and direct_read.usable(reader):
+        pos = await direct_read.fill(reader, view, pos)  # one copy, straight from the socket
     while pos < n:
         chunk = await reader.read(min(n - pos, _READ_CHUNK))
         if not chunk:
