@@ -650,13 +650,13 @@ class Client(DataMethods, InfoMethods):
             explicit = [check_key(k, "key") for k in key]
         elif key is not None:
             check_key(key)
-        rows = list(zip(*iterables))
-        if explicit is not None and len(explicit) != len(rows):
-            raise ValueError(f"map() got {len(explicit)} keys for {len(rows)} calls")
-        self._check_running()
-        kw_deps: dict[str, None] = {}
-        kwargs = replace_futures(kwargs, self._own_future, kw_deps)
         with _gc_paused():
+            rows = list(zip(*iterables))
+            if explicit is not None and len(explicit) != len(rows):
+                raise ValueError(f"map() got {len(explicit)} keys for {len(rows)} calls")
+            self._check_running()
+            kw_deps: dict[str, None] = {}
+            kwargs = replace_futures(kwargs, self._own_future, kw_deps)
             return self._map_rows(func, rows, explicit, key, kwargs, kw_deps, opts, pure, batch_size)
 
     def _map_rows(self, func, rows, explicit, key, kwargs, kw_deps, opts, pure, batch_size) -> list[Future]:
