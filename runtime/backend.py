@@ -25,15 +25,15 @@ from twofold.client.client import register_address
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import Message, TaskError
 from twofold.runtime import loop as loops
-from twofold.runtime.comm import Comm, connect
+from twofold.runtime.comm import connect
 from twofold.runtime.execution import RunSpecEncoder
 from twofold.runtime.payload import pack, unpack
-from twofold.serialize import SerializationError, nbytes_of
 from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
 from twofold.runtime.rpc import ConnectionPool
 from twofold.runtime.scheduler import SchedulerServer
 from twofold.runtime.security import Security
 from twofold.runtime.tracebacks import rebuild
+from twofold.serialize import SerializationError, nbytes_of
 
 logger = logging.getLogger("twofold.runtime.client")
 

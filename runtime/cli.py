@@ -204,13 +204,9 @@ async def _run_worker(args: argparse.Namespace) -> int:
         return await _worker_in_process(args, address, sec, resources, memory_limit, stop)
     names = [args.name] if args.nworkers == 1 else [f"{args.name}-{i}" if args.name else None
                                                      for i in range(args.nworkers)]  # fmt: skip
-    tls_args = []
-    if sec.tls:
-        tls_args = ["--tls-ca-file", sec.tls_ca_file, "--tls-cert", sec.tls_worker_cert]
-        if sec.tls_worker_key:
-            tls_args += ["--tls-key", sec.tls_worker_key]
     nannies = [Nanny(address, nthreads=args.nthreads, name=name, memory_limit=memory_limit, resources=resources,
-                     host=args.host, secret=sec.secret, tls_args=tls_args) for name in names]  # fmt: skip
+                     host=args.host, secret=sec.secret, extra_args=[*sec.worker_cli_args(), "--log-level", args.log_level])
+              for name in names]  # fmt: skip
     for nanny in nannies:
         await nanny.start()
     logger.info("started %d worker process(es) with nannies for %s", len(nannies), address)

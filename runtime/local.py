@@ -65,7 +65,7 @@ class LocalCluster:
         resources: dict[str, float] | None = None,
         scheduler_config: SchedulerConfig | None = None,
         timeout: float = 60.0,
-        silence_logs: bool = True,
+        silence_logs: bool = True,  # worker processes log warnings and errors only (as dask's default)
         name: str = "local",
     ):
         cores = os.cpu_count() or 1
@@ -122,9 +122,10 @@ class LocalCluster:
     async def _add_worker(self, address: str, name: str) -> None:
         sec = self.security
         if self.processes:
+            log_args = ["--log-level", "WARNING"] if self._silence else []
             nanny = Nanny(address, nthreads=self.threads_per_worker, name=name, memory_limit=self.memory_limit,
                           resources=self.resources, host=self._host, secret=sec.secret,
-                          tls_args=_tls_args(sec), quiet=False)  # fmt: skip
+                          extra_args=sec.worker_cli_args() + log_args, quiet=False)  # fmt: skip
             self.nannies.append(nanny)
             await nanny.start()
         else:
@@ -185,11 +186,3 @@ class LocalCluster:
         return (f"LocalCluster({self.scheduler_address!r}, workers={len(self.workers)}, "
                 f"threads_per_worker={self.threads_per_worker}, {kind}, status={self.status})")  # fmt: skip
 
-
-def _tls_args(sec: Security) -> list[str]:
-    if not sec.tls:
-        return []
-    args = ["--tls-ca-file", sec.tls_ca_file, "--tls-cert", sec.tls_worker_cert]
-    if sec.tls_worker_key:
-        args += ["--tls-key", sec.tls_worker_key]
-    return args

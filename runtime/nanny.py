@@ -46,7 +46,7 @@ class Nanny:
         resources: dict[str, float] | None = None,
         host: str = "127.0.0.1",
         secret: bytes | str | None = None,
-        tls_args: list[str] | None = None,
+        extra_args: list[str] | None = None,
         restart: bool = True,
         quiet: bool = False,
         fork: bool = True,
@@ -58,7 +58,7 @@ class Nanny:
         self.resources = resources
         self.host = host
         self._secret = secret
-        self._tls_args = list(tls_args or [])
+        self._extra_args = list(extra_args or [])  # TLS paths, log level: passed on to the worker command
         self._restart = restart
         self._quiet = quiet
         #: fork workers from a warm zygote (see zygote.py) rather than start an interpreter each
@@ -87,7 +87,7 @@ class Nanny:
             cmd += ["--memory-limit", str(self.memory_limit)]
         if self.resources:
             cmd += ["--resources", " ".join(f"{k}={v}" for k, v in self.resources.items())]
-        return cmd + self._tls_args
+        return cmd + self._extra_args
 
     async def _spawn(self) -> None:
         env = dict(os.environ)

@@ -49,17 +49,9 @@ def unpack(keys: tuple, headers: tuple, frames: list) -> dict[str, Any]:
     return out
 
 
-def frame_count(headers: tuple) -> int:
-    return sum(h["count"] for h in headers)
-
-
 def dumps_small(obj: Any) -> bytes:
     """A small object as one pickle (inline results, errors): cloudpickle if pickle cannot."""
     header, frames = serialize.dumps(obj, min_out_of_band=1 << 62)
     if header["serializer"] == "raw":
         return pickle.dumps(obj, protocol=5)
     return bytes(frames[0]) if type(frames[0]) is not bytes else frames[0]
-
-
-def loads_small(data: bytes) -> Any:
-    return pickle.loads(data)

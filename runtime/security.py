@@ -82,6 +82,15 @@ class Security:
         ctx.load_cert_chain(*self._cert(role))
         return ctx
 
+    def worker_cli_args(self) -> list[str]:
+        """The ``twofold worker`` options that give a worker process this TLS setup (not the secret)."""
+        if not self.tls:
+            return []
+        args = ["--tls-ca-file", self.tls_ca_file, "--tls-cert", self._cert("worker")[0]]
+        if self.tls_worker_key:
+            args += ["--tls-key", self.tls_worker_key]
+        return args
+
     def check_address(self, address: str) -> None:
         if self.require_encryption and not address.startswith("tls://"):
             raise ValueError(f"Security(require_encryption=True) refuses the unencrypted address {address}")

@@ -17,6 +17,7 @@ decides what comes next); ``finished`` says why.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -106,7 +107,7 @@ class WorkerServer:
         self._task_client_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._sid = 0
+        self._sids = itertools.count(1)
         self._closing = False
         #: set when the worker stops; its result is the reason
         self.finished: asyncio.Future | None = None
@@ -182,8 +183,7 @@ class WorkerServer:
         task.add_done_callback(self._tasks.discard)
 
     def _next_sid(self, what: str) -> str:
-        self._sid += 1
-        return f"{what}-{self._sid}"
+        return f"{what}-{next(self._sids)}"  # (next() on a count is atomic: task threads call this too)
 
     # -- the scheduler ------------------------------------------------------------
 
