@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future as ConcurrentFuture
+from concurrent.futures import TimeoutError as ConcurrentTimeoutError
 from typing import Any, Coroutine
 
 _lock = threading.Lock()
@@ -58,6 +59,6 @@ def run_sync(loop: asyncio.AbstractEventLoop, coro: Coroutine, timeout: float | 
     future: ConcurrentFuture = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result(timeout)
-    except TimeoutError:
+    except ConcurrentTimeoutError:  # (the builtin TimeoutError only from Python 3.11)
         future.cancel()
         raise
