@@ -12,7 +12,8 @@ makes its own loop.  (It never re-imports the user's ``__main__``, unlike
 needed.)
 
 Protocol, one JSON object per line: requests on the zygote's stdin
-``{"argv": [...], "env": {...}}``; replies on its stdout ``{"ready": true}``
+``{"argv": [...], "env": {...}, "path": [...]}`` (``path``: the parent's
+``sys.path`` now, put in front of the child's); replies on its stdout ``{"ready": true}``
 once, ``{"pid": n}`` per request (in order), and ``{"exit": pid, "code": c}``
 when a child ends (``c`` negative for a signal, as ``Popen.returncode``).
 The zygote exits when its stdin closes (its parent is gone).
@@ -36,7 +37,7 @@ from typing import Any
 # --------------------------------------------------------------------------
 
 
-def _child(argv: list[str], env: dict[str, str], keep: set[int]) -> None:
+def _child(argv: list[str], env: dict[str, str], path: list[str], keep: set[int]) -> None:
     """In the forked child: become a worker process and never return."""
     code = 1
     try:
@@ -48,6 +49,8 @@ def _child(argv: list[str], env: dict[str, str], keep: set[int]) -> None:
         os.dup2(devnull, 0)
         os.dup2(2, 1)  # stdout is the protocol pipe: the worker's prints go to stderr
         os.environ.update(env)
+        # the parent's import path now (it may have grown since the zygote started)
+        sys.path[:0] = [p for p in path if p not in sys.path]
         from twofold.runtime import cli
 
         code = cli.main(argv)
@@ -122,7 +125,8 @@ def serve() -> None:
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    _child(request["argv"], request.get("env", {}), {wake_r, wake_w, out.fileno()})
+                    _child(request["argv"], request.get("env", {}), request.get("path", []),
+                           {wake_r, wake_w, out.fileno()})
                 children.add(pid)
                 reply({"pid": pid})
         reap()
@@ -218,7 +222,8 @@ class Zygote:
         async with self._lock:  # replies come in request order
             fut = asyncio.get_running_loop().create_future()
             self._spawns.append(fut)
-            self._proc.stdin.write((json.dumps({"argv": argv, "env": env}) + "\n").encode())
+            request = {"argv": argv, "env": env, "path": [p for p in sys.path if p and os.path.isdir(p)]}
+            self._proc.stdin.write((json.dumps(request) + "\n").encode())
             await self._proc.stdin.drain()
             pid = await fut
         return ForkedProcess(pid, self._exit_future(pid))
