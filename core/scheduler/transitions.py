@@ -193,23 +193,7 @@ class Transitions:
         recs: Recs,
     ) -> None:
         start = ts.state
-        if start == "processing":
-            # self._unassign(ts, free=False), inlined: once per task
-            old = ts.processing_on
-            del old.processing[ts]
-            if ts.long_running:
-                del old.long_running[ts]
-                ts.long_running = False
-            else:
-                old.occupancy -= ts.duration_estimate
-                if old.occupancy < 1e-9:
-                    old.occupancy = 0.0
-            ts.processing_on = None
-            if ts.steal_to is not None:
-                ts.steal_to = None
-                self._stealing.pop(ts, None)
-        else:
-            old = None
+        old = self._unassign(ts, free=False) if start == "processing" else None
         ts.state = "memory"
         ts.nbytes = nbytes
         ts.typename = typename
