@@ -38,14 +38,6 @@ from twofold.runtime.payload import dumps_small
 # --------------------------------------------------------------------------
 
 
-def _pickle_one(obj: Any) -> bytes:
-    header, frames = serialize.dumps(obj, min_out_of_band=1 << 62)
-    if header["serializer"] == "raw":
-        return pickle.dumps(obj, protocol=5)
-    frame = frames[0]
-    return frame if type(frame) is bytes else bytes(frame)
-
-
 _LENGTH = struct.Struct("!I")
 
 
@@ -61,7 +53,7 @@ class RunSpecEncoder:
         hit = self._funcs.get(id(func))
         if hit is not None and hit[0] is func:
             return hit[1]
-        data = _pickle_one(func)
+        data = dumps_small(func)
         self._funcs[id(func)] = (func, data)
         if len(self._funcs) > self._size:
             self._funcs.popitem(last=False)
@@ -70,7 +62,7 @@ class RunSpecEncoder:
     def encode(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
         # the function apart: a __main__ function's bytes would send every task's args through cloudpickle
         fbytes = self.function_bytes(func)
-        return _LENGTH.pack(len(fbytes)) + fbytes + _pickle_one((args, kwargs))
+        return _LENGTH.pack(len(fbytes)) + fbytes + dumps_small((args, kwargs))
 
 
 class FunctionCache:

@@ -50,7 +50,7 @@ def unpack(keys: tuple, headers: tuple, frames: list) -> dict[str, Any]:
 
 
 def dumps_small(obj: Any) -> bytes:
-    """A small object as one pickle (inline results, errors): cloudpickle if pickle cannot."""
+    """An object as one pickle, buffers in band (run specs, inline results, errors): cloudpickle if pickle cannot."""
     header, frames = serialize.dumps(obj, min_out_of_band=1 << 62)
     if header["serializer"] == "raw":
         return pickle.dumps(obj, protocol=5)
