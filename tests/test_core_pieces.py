@@ -67,6 +67,44 @@ def test_task_queue_requeue_with_new_key():
     assert [q.pop(), q.pop()] == ["a", "b"]
 
 
+@given(st.lists(st.tuples(st.sampled_from(["push-next", "push-any", "pop", "remove", "requeue"]),
+                          st.integers(0, 1000)), max_size=300))
+def test_task_queue_in_order_and_out_of_order_pushes_match_a_sorted_model(ops):
+    """Pushes in ascending order go to the O(1) run, the others to the heap;
+    pops, removals and re-pushes with new keys interleave with both."""
+    q: TaskQueue = TaskQueue()
+    model: dict = {}
+    counter = 0
+    top = 0
+    for op, value in ops:
+        if op in ("push-next", "push-any"):
+            counter += 1
+            top += 1
+            key = (top, counter) if op == "push-next" else (value, counter)
+            q.push(f"t{counter}", key)
+            model[f"t{counter}"] = key
+        elif op == "pop":
+            if model:
+                first = min(model, key=model.__getitem__)
+                assert q.pop() == first
+                del model[first]
+            else:
+                with pytest.raises(IndexError):
+                    q.pop()
+        elif model:
+            item = sorted(model)[value % len(model)]
+            q.remove(item)
+            if op == "requeue":
+                counter += 1
+                q.push(item, (value, counter))
+                model[item] = (value, counter)
+            else:
+                del model[item]
+        assert len(q) == len(model)
+        assert q.peek() == (min(model, key=model.__getitem__) if model else None)
+    assert [q.pop() for _ in range(len(model))] == sorted(model, key=model.__getitem__)
+
+
 def test_replicate_adds_and_removes_copies():
     c = HandWired(n_workers=3)
     c.to_scheduler(UpdateGraph(c.now, "s", "c", (spec("a-1"),), ("a-1",)))
