@@ -331,7 +331,7 @@ class WorkerServer:
             if ok:
                 self.data[key] = value
                 self._sizes[key] = nbytes
-                msg = M.ExecuteSuccess(0.0, self._next_sid("done"), key, nbytes, typename, start, stop, inline)
+                msg = M.ExecuteSuccess.build(0.0, self._next_sid("done"), key, nbytes, typename, start, stop, inline)
             else:
                 msg = M.ExecuteFailure(0.0, self._next_sid("erred"), key, value, start, stop)
             # a result nobody wants any more comes back as DeleteData

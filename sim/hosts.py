@@ -372,8 +372,8 @@ class WorkerHost:
             self.store[key] = result
             self.sizes[key] = nbytes
             self._sid += 1  # self.sid("done"), inlined
-            self.handle(ExecuteSuccess(now, f"{self.address}-done-{self._sid}", key, nbytes, type(result).__name__,
-                                       start, now))
+            self.handle(ExecuteSuccess.build(now, f"{self.address}-done-{self._sid}", key, nbytes,
+                                             type(result).__name__, start, now))
         else:
             text = "".join(tb_module.format_exception(type(error), error, error.__traceback__))
             err = TaskError(type(error).__name__, str(error), sim.put_object(error), None, text)

@@ -8,8 +8,10 @@ touching this file; an annotation the builder does not know fails loudly
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import types
 import typing
 
@@ -262,6 +264,46 @@ def test_constructor_follows_the_dataclass_fields(cls, data):
             assert_identical(getattr(minimal, f.name), f.default_factory(), f"{cls.__name__}.{f.name}")
     with pytest.raises(TypeError):
         cls(*values, "one too many")
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_build_makes_exactly_what_the_constructor_makes(cls, data):
+    # the hot paths build messages with cls.build (a twin class, then __class__ assigned)
+    msg = data.draw(strategy_for_class(cls))
+    values = [getattr(msg, f.name) for f in dataclasses.fields(cls)]
+    built = cls.build(*values)
+    assert type(built) is cls
+    assert built == msg
+    assert_identical(built, msg)
+    assert cls.build(**{f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)}) == msg
+    required = {f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert cls.build(**required) == cls(**required)
+    with pytest.raises(TypeError):
+        cls.build(*values, "one too many")
+    for f in dataclasses.fields(cls):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(built, f.name, getattr(built, f.name))
+    # decoded messages are built the same way: frozen too
+    if issubclass(cls, Message):
+        back = loads(dumps(msg))
+        assert type(back) is cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(back, "now", 0.0)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_messages_pickle_and_copy(cls, data):
+    msg = data.draw(strategy_for_class(cls))
+    for back in (pickle.loads(pickle.dumps(msg)), copy.copy(msg), copy.deepcopy(msg)):
+        assert type(back) is cls
+        assert back == msg
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(back, dataclasses.fields(cls)[0].name, None)
 
 
 def test_message_decorator_honours_default_factory():

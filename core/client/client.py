@@ -681,7 +681,7 @@ class Client(DataMethods, InfoMethods):
 
     def _task_spec(self, key: str, func: Callable, call: tuple, opts: TaskOptions) -> TaskSpec:
         args, kwargs, deps = call
-        return TaskSpec(
+        return TaskSpec.build(
             key,
             self._backend.dump_task(func, args, kwargs),
             deps,

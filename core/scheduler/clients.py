@@ -144,7 +144,7 @@ class ClientHandlers:
         """Tell a client that just took a reference what it can know already."""
         if ts.state == "memory":
             self._outs.append(
-                KeyInMemory(self._now, self._sid, client, ts.key, ts.nbytes, ts.typename, None)
+                KeyInMemory.build(self._now, self._sid, client, ts.key, ts.nbytes, ts.typename, None)
             )
         elif ts.state == "erred":
             self._outs.append(KeyErred(self._now, self._sid, client, ts.key, ts.error, ts.blamed))

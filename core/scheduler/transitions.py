@@ -338,11 +338,11 @@ class Transitions:
                 nbytes[dep.key] = dep.nbytes
                 if dep.actor:
                     actor_deps += (dep.key,)
-            msg = ComputeTask(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, who_has, nbytes,
-                              ts.resources, ts.actor, actor_deps, run_id)
+            msg = ComputeTask.build(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, who_has,
+                                    nbytes, ts.resources, ts.actor, actor_deps, run_id)
         else:
-            msg = ComputeTask(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, {}, {},
-                              ts.resources, ts.actor, (), run_id)
+            msg = ComputeTask.build(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, {}, {},
+                                    ts.resources, ts.actor, (), run_id)
         self._outs.append(msg)
         if not self._steal_armed and len(self.workers) > 1:
             self._arm_stealing()
@@ -376,7 +376,7 @@ class Transitions:
         outs = self._outs
         now, sid, key, nbytes, typename = self._now, self._sid, ts.key, ts.nbytes, ts.typename
         for client in who_wants:
-            outs.append(KeyInMemory(now, sid, client, key, nbytes, typename, inline))
+            outs.append(KeyInMemory.build(now, sid, client, key, nbytes, typename, inline))
 
     def _report_erred(self: SchedulerState, ts: TaskState) -> None:
         who_wants = ts.who_wants

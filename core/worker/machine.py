@@ -186,8 +186,8 @@ class WorkerState(Transfers):
 
     def _to_scheduler_finished(self, ts: WTask, typename: str, start: float, stop: float, inline) -> None:
         self._outs.append(
-            TaskFinished(self._now, self._sid, self.address, ts.key, ts.nbytes, typename, start, stop, inline,
-                         ts.run_id)
+            TaskFinished.build(self._now, self._sid, self.address, ts.key, ts.nbytes, typename, start, stop,
+                               inline, ts.run_id)
         )
 
     def _put_in_memory(self, ts: WTask, nbytes: int) -> None:
@@ -423,7 +423,7 @@ class WorkerState(Transfers):
                     available[name] -= amount
             deps = ts.dependencies
             self._outs.append(
-                Execute(
+                Execute.build(
                     self._now,
                     self._sid,
                     ts.key,
@@ -489,8 +489,8 @@ class WorkerState(Transfers):
             self._outs.append(AddReplicas(self._now, self._sid, self.address, {ts.key: ev.nbytes}))
         else:
             self._outs.append(
-                TaskFinished(self._now, self._sid, self.address, ts.key, ts.nbytes, ev.typename, ev.start, ev.stop,
-                             ev.inline, ts.run_id)
+                TaskFinished.build(self._now, self._sid, self.address, ts.key, ts.nbytes, ev.typename, ev.start,
+                                   ev.stop, ev.inline, ts.run_id)
             )
 
     def _was_running(self, ts: WTask) -> bool:
