@@ -208,22 +208,25 @@ def _pickle(obj: Any) -> bytes | None:
 class CallHasher:
     """Tokens for calls of one function: the function is pickled once (``map``)."""
 
-    __slots__ = ("_func_bytes",)
+    __slots__ = ("_func_hash",)
 
     def __init__(self, func: Callable):
-        self._func_bytes = _pickle(func)
+        func_bytes = _pickle(func)
+        #: the hash with the function already in it: each call copies it (the
+        #: function's pickle, often hundreds of bytes, is hashed once per map)
+        self._func_hash = None if func_bytes is None else hashlib.blake2b(func_bytes, digest_size=_TOKEN_BYTES)
 
     def token(self, args: tuple, kwargs: dict) -> str | None:
         """A deterministic 32-hex-digit token of ``func(*args, **kwargs)``, or None."""
-        if self._func_bytes is None:
+        if self._func_hash is None:
             return None
         if not kwargs and plain_args(args):
             payload = pickle.dumps((args, []), protocol=5)  # what _pickle gives, without the walk
         else:
             payload = _pickle((args, sorted(kwargs.items())))
-        if payload is None:
-            return None
-        h = hashlib.blake2b(self._func_bytes, digest_size=_TOKEN_BYTES)
+            if payload is None:
+                return None
+        h = self._func_hash.copy()
         h.update(payload)  # pickles are self-delimiting: the concatenation is unambiguous
         return h.hexdigest()
 
