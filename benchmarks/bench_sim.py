@@ -7,12 +7,14 @@
 No-op tasks: ``client.map(noop, range(n))`` then ``wait``; the DAG: a random
 layered graph (``twofold.sim.workloads``).  Invariant checks are off (they
 are O(state) per event).  Wall time here is process CPU time, which load
-from other processes on a noisy machine disturbs less.
+from other processes on a noisy machine disturbs less; each run starts
+from a collected heap.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -22,10 +24,18 @@ def noop(x):
     return None
 
 
+def _clean_heap() -> None:
+    """Collect the previous run's garbage before timing the next: a finished
+    simulation is a web of cycles (hundreds of thousands of objects) that
+    would otherwise be traversed, and charged, during the next run."""
+    gc.collect()
+
+
 def run_noops(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float]:
     from twofold import Client, wait
     from twofold.sim import SimCluster
 
+    _clean_heap()
     start = time.process_time()
     cluster = SimCluster(n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
     with Client(cluster, set_as_default=False) as client:
@@ -46,6 +56,7 @@ def run_dag(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, f
     # about three inputs per task whatever the size, so cost per task stays comparable
     g = random_layered(layers=layers, width=width, edge_probability=min(1.0, 3 / width), seed=seed,
                        duration=0.01, nbytes=1000)
+    _clean_heap()
     start = time.process_time()
     report = run_workload(g, n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
     return time.process_time() - start, report.makespan

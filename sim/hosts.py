@@ -12,7 +12,6 @@ dropped when they arrive.
 from __future__ import annotations
 
 import traceback as tb_module
-from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -96,6 +95,7 @@ class SchedulerHost:
         plain = not (sim.dead or network.partitions or network.overrides or network.slow_links
                      or network.delay_probability)
         last_on = network._last
+        schedule = clock.schedule
         workers = sim.workers
         address = self.address
         routes = _ROUTES
@@ -128,9 +128,7 @@ class SchedulerHost:
                         when = last
                     last_on[link] = when
                     network.bytes_moved += size
-                    clock._seq += 1
-                    clock._foreground += 1
-                    heappush(clock._heap, (when, clock._seq, False, deliver, args))
+                    schedule(when, deliver, args)
                 else:
                     network.post(address, dst, size, deliver, args)
             elif kind == 0:
@@ -339,10 +337,7 @@ class WorkerHost:
         if self.slow:
             duration *= self._slowdown()
         clock = sim.clock
-        clock._seq += 1  # Clock.at inlined: once per task
-        clock._foreground += 1
-        heappush(clock._heap, (clock.now + duration, clock._seq, False, self._finish,
-                               (incarnation, key, func, info, start, result, error, slot)))
+        clock.schedule(clock.now + duration, self._finish, (incarnation, key, func, info, start, result, error, slot))
 
     def _slowdown(self) -> float:
         factor = 1.0

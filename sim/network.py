@@ -11,7 +11,6 @@ slow-downs (``factor`` over a time window) model heterogeneous networks.
 
 from __future__ import annotations
 
-from heapq import heappush
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -99,9 +98,7 @@ class Network:
             when = last
         self._last[link] = when
         self.bytes_moved += nbytes
-        clock._seq += 1
-        clock._foreground += 1
-        heappush(clock._heap, (when, clock._seq, False, deliver, args))
+        clock.schedule(when, deliver, args)
 
     def send(
         self,
@@ -135,11 +132,10 @@ class Network:
         if on_fail is None:
             # nobody to tell of a loss: deliver straight away (a host that died in
             # the meantime ignores it; a partition cuts only what is sent after it).
-            # Inlined Clock.at: this is the simulator's hottest path.
-            clock._seq += 1
-            if not background:
-                clock._foreground += 1
-            heappush(clock._heap, (when, clock._seq, background, deliver, args))
+            if background:
+                clock.at(when, deliver, *args, background=True)
+            else:
+                clock.schedule(when, deliver, args)
         else:
             clock.at(when, self._arrive, src, dst, deliver, args, on_fail, background=background)
 
