@@ -309,7 +309,7 @@ class Future:
         return self.key == other.key and self.client is other.client
 
     def __hash__(self) -> int:
-        return hash((self.key, id(self.client)))
+        return hash(self.key) ^ id(self.client)  # no tuple: sets of 100k futures are common
 
     def __reduce__(self):
         # inside a task, a pickled future re-attaches to the task's client
@@ -412,8 +412,11 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
             if not client._wait(all_done(states), deadlines[id(client)]):
                 left = sum(f._state.status not in DONE for f in futures)
                 raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
-    done = {f for f in futures if f._state.status in DONE}
-    return DoneAndNotDoneFutures(done, {f for f in futures if f not in done})
+    not_done = [f for f in futures if f._state.status not in DONE]
+    if not not_done:  # the usual end of a wait: one pass, each future hashed once
+        return DoneAndNotDoneFutures(set(futures), set())
+    not_done_set = set(not_done)
+    return DoneAndNotDoneFutures({f for f in futures if f not in not_done_set}, not_done_set)
 
 
 # --------------------------------------------------------------------------
