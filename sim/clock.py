@@ -30,6 +30,7 @@ from typing import Any, Callable
 from greenlet import getcurrent, greenlet
 
 from twofold.errors import SimulationStalled
+from twofold.sim import gcpolicy
 
 
 class Clock:
@@ -101,7 +102,7 @@ class Clock:
             return self._suspend(predicate, deadline)
         outer = self._loop
         self._loop = getcurrent()
-        thresholds = _relax_gc() if outer is None else None
+        thresholds = gcpolicy.relax() if outer is None else None
         try:
             return self._run(predicate, deadline, client_wait)
         finally:
@@ -210,25 +211,6 @@ class Clock:
         idle, self._idle = self._idle, []
         for g in idle:
             g.throw()
-
-
-#: collector thresholds while a simulation runs.  A run allocates millions of
-#: short-lived messages and keeps every task's state: with the defaults,
-#: young collections every 700 allocations and full collections of that
-#: growing heap cost ~15% of a large run, and even young collections every
-#: 50,000 allocations still cost ~5% (measured: 100k no-ops 9,700 -> 10,200-10,900
-#: tasks/s going from (50_000, 20, 100) to these).  Cyclic garbage still
-#: goes in the young collections; what outlives them waits for the end of
-#: the run (the thresholds are restored when ``run_until`` returns).
-RUN_GC_THRESHOLDS = (500_000, 50, 1000)
-
-
-def _relax_gc() -> tuple[int, int, int]:
-    """Switch to :data:`RUN_GC_THRESHOLDS`; return the thresholds to restore."""
-    old = gc.get_threshold()
-    if old[0]:  # 0: the collector is off (gc.set_threshold(0)): leave it so
-        gc.set_threshold(*RUN_GC_THRESHOLDS)
-    return old
 
 
 def _pooled(clock_ref: weakref.ref, fn: Callable, args: tuple) -> None:

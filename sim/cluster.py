@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from twofold.client.client import register_address
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.sim import context as _context  # noqa: F401 - registers the task-context provider
-from twofold.sim import faults
+from twofold.sim import faults, gcpolicy
 from twofold.sim.faults import Fault
 from twofold.sim.hosts import WorkerHost
 from twofold.sim.simulation import Simulation
@@ -120,6 +120,10 @@ class SimCluster:
         for fault in self.fault_plan:
             faults.apply(self, fault)
         _REGISTRY[self.scheduler_address] = self
+        # relaxed collector thresholds while the cluster is open (see gcpolicy);
+        # given back by close(), or when the cluster is dropped unclosed
+        gcpolicy.hold()
+        self._release_gc = weakref.finalize(self, gcpolicy.release)
 
     # -- membership ------------------------------------------------------------
 
@@ -223,6 +227,7 @@ class SimCluster:
         self._sim.closed = True
         self._sim.clock.close()
         _REGISTRY.pop(self.scheduler_address, None)
+        self._release_gc()
 
     def __enter__(self) -> SimCluster:
         return self

@@ -160,3 +160,61 @@ def test_registry_entries_live_exactly_as_long_as_their_references():
         cluster.run(cluster.now + 1)
         gc.collect()
         assert not objects
+
+
+# --------------------------------------------------------------------------
+# The collector's thresholds while clusters are open (sim/gcpolicy.py)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_gc_policy(monkeypatch):
+    """No simulation holds the relaxed thresholds; the process's own are put back after."""
+    import gc
+
+    from twofold.sim import gcpolicy
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(gcpolicy, "_holders", 0)
+    monkeypatch.setattr(gcpolicy, "_saved", None)
+    gc.set_threshold(700, 10, 10)
+    yield gcpolicy
+    gc.set_threshold(*before)
+
+
+def test_an_open_cluster_relaxes_the_collector_and_close_restores_it(fresh_gc_policy):
+    import gc
+
+    a = SimCluster(n_workers=1)
+    assert gc.get_threshold() == fresh_gc_policy.RUN_GC_THRESHOLDS
+    b = SimCluster(n_workers=1)
+    a.close()
+    assert gc.get_threshold() == fresh_gc_policy.RUN_GC_THRESHOLDS  # b is still open
+    b.close()
+    assert gc.get_threshold() == (700, 10, 10)
+    b.close()  # closing twice gives back nothing more
+    assert fresh_gc_policy._holders == 0
+
+
+def test_a_cluster_dropped_without_close_gives_the_thresholds_back(fresh_gc_policy):
+    import gc
+
+    cluster = SimCluster(n_workers=1)
+    assert gc.get_threshold() == fresh_gc_policy.RUN_GC_THRESHOLDS
+    del cluster
+    gc.collect()
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_thresholds_set_by_the_user_meanwhile_or_a_collector_off_are_left_alone(fresh_gc_policy):
+    import gc
+
+    cluster = SimCluster(n_workers=1)
+    gc.set_threshold(1234, 5, 5)  # the user's own choice while the cluster is open
+    cluster.close()
+    assert gc.get_threshold() == (1234, 5, 5)
+    gc.set_threshold(0)
+    cluster = SimCluster(n_workers=1)
+    assert gc.get_threshold()[0] == 0
+    cluster.close()
+    assert gc.get_threshold()[0] == 0
