@@ -37,14 +37,25 @@ class EarliestStart:
         deps = ts.dependencies
         best = None
         best_cost = None
+        if not deps:
+            for ws in candidates:
+                cost = ws.occupancy / ws.nthreads
+                if best is None or cost < best_cost or (cost == best_cost and ws.order < best.order):
+                    best, best_cost = ws, cost
+            return best
+        # bytes each holder already has, from the (few) holders of the inputs:
+        # then a candidate costs one lookup, not one per input (candidates can
+        # be every idle worker)
+        total = 0
+        held: dict = {}
+        for dep in deps:
+            nbytes = dep.nbytes
+            if nbytes > 0:
+                total += nbytes
+                for ws in dep.who_has:
+                    held[ws] = held.get(ws, 0) + nbytes
         for ws in candidates:
-            cost = ws.occupancy / ws.nthreads
-            if deps:
-                missing = 0
-                for dep in deps:
-                    if ws not in dep.who_has and dep.nbytes > 0:
-                        missing += dep.nbytes
-                cost += missing / bandwidth
+            cost = ws.occupancy / ws.nthreads + (total - held.get(ws, 0)) / bandwidth
             if best is None or cost < best_cost or (cost == best_cost and ws.order < best.order):
                 best, best_cost = ws, cost
         return best

@@ -83,7 +83,8 @@ class WorkerState(Transfers):
         self.rejoining: dict[WTask, None] = {}
         # transfers (see transfers.py)
         self.data_needed: SortedDict = SortedDict()
-        self.data_needed_per_peer: dict[str, SortedDict] = {}
+        #: peer -> {order: task} of what we may fetch from it (see transfers.py)
+        self.data_needed_per_peer: dict[str, dict[tuple, WTask]] = {}
         self.in_flight: dict[str, dict[WTask, None]] = {}
         self._arrivals = 0
         self._story: deque | None = (

@@ -1,7 +1,9 @@
 """Fetching inputs from peers: batched per peer, bounded in flight.
 
 Tasks in ``fetch`` sit in ``data_needed`` (by priority) and in
-``data_needed_per_peer`` for every peer that holds them.  At most
+``data_needed_per_peer`` for every peer that holds them (a plain dict per
+peer, sorted when a transfer is planned: per-peer lists are short, and a
+SortedDict per peer cost more to create than everything else a fetch does).  At most
 ``transfer_incoming_count_limit`` peers are fetched from at once; one
 ``GatherDeps`` asks a peer for every needed key it holds, by priority, up
 to ``transfer_message_bytes_limit`` bytes (always at least one key).  A peer
@@ -12,8 +14,6 @@ else holds becomes ``missing`` and the scheduler is told (``MissingData``).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from sortedcontainers import SortedDict
 
 from twofold.messages import AddReplicas, GatherDeps, GatherFailure, GatherSuccess, MissingData
 
@@ -36,8 +36,9 @@ class Transfers:
     def _index_peer(self: WorkerState, ts: WTask, peer: str) -> None:
         per_peer = self.data_needed_per_peer.get(peer)
         if per_peer is None:
-            per_peer = self.data_needed_per_peer[peer] = SortedDict()
-        per_peer[ts.order] = ts
+            self.data_needed_per_peer[peer] = {ts.order: ts}
+        else:
+            per_peer[ts.order] = ts
 
     def _want_fetch(self: WorkerState, ts: WTask, report: bool = False, errant: str = "") -> None:
         """``ts`` (released or missing) is needed here: queue a fetch if anyone has it.
@@ -91,7 +92,9 @@ class Transfers:
         budget = self.config.transfer_message_bytes_limit
         batch: dict = {}
         total = 0
-        for ts in list(self.data_needed_per_peer[peer].values()):
+        per_peer = self.data_needed_per_peer[peer]
+        for order in sorted(per_peer):  # by priority
+            ts = per_peer[order]
             if batch and total + ts.nbytes > budget:
                 break
             total += max(ts.nbytes, 0)
