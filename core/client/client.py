@@ -666,17 +666,22 @@ class Client(DataMethods, InfoMethods):
         keys: list[str] = []
         spec_args: dict[str, tuple] = {}
         own = self._own_future
+        kw_dep_keys = tuple(kw_deps)
         for i, row in enumerate(rows):
-            deps: dict[str, None] = {}
-            args = row if plain_args(row) else replace_futures(row, own, deps)
-            deps.update(kw_deps)
+            if plain_args(row):  # no futures inside: the inputs are the keyword arguments' only
+                args, dep_keys = row, kw_dep_keys
+            else:
+                deps: dict[str, None] = {}
+                args = replace_futures(row, own, deps)
+                deps.update(kw_deps)
+                dep_keys = tuple(deps)
             if explicit is not None:
                 k = explicit[i]
             else:
                 token = hasher.token(args, kwargs) if hasher is not None else None
                 k = f"{prefix}-{token or self._backend.new_token()}"
             keys.append(k)
-            spec_args.setdefault(k, (args, kwargs, tuple(deps)))
+            spec_args.setdefault(k, (args, kwargs, dep_keys))
         return self._submit_graph("map", func, keys, spec_args, opts, batch_size)
 
     def _task_spec(self, key: str, func: Callable, call: tuple, opts: TaskOptions) -> TaskSpec:
