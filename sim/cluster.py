@@ -47,6 +47,13 @@ def _config(cls: type, given: Any, defaults: dict) -> Any:
 
 
 class SimCluster:
+    """A simulated cluster: a scheduler and ``n_workers`` workers in virtual time.
+
+    While it is open, the process's garbage collector runs with relaxed
+    thresholds (young collections every 500,000 allocations instead of 700:
+    see ``twofold.sim.gcpolicy``); ``close()`` restores them.
+    """
+
     def __init__(
         self,
         n_workers: int = 4,
