@@ -6,9 +6,9 @@
 
 No-op tasks: ``client.map(noop, range(n))`` then ``wait``; the DAG: a random
 layered graph (``twofold.sim.workloads``).  Invariant checks are off (they
-are O(state) per event).  Wall time here is process CPU time, which load
-from other processes on a noisy machine disturbs less; each run starts
-from a collected heap.
+are O(state) per event).  Both process CPU time (which load from other
+processes on a noisy machine disturbs less) and wall-clock time are shown;
+each run starts from a collected heap.
 """
 
 from __future__ import annotations
@@ -31,24 +31,28 @@ def _clean_heap() -> None:
     gc.collect()
 
 
-def run_noops(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float]:
+def run_noops(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float, float]:
+    """(process CPU seconds, wall seconds, virtual seconds) of ``n`` no-op tasks."""
     from twofold import Client, wait
     from twofold.sim import SimCluster
 
     _clean_heap()
     start = time.process_time()
+    wall = time.perf_counter()
     cluster = SimCluster(n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
     with Client(cluster, set_as_default=False) as client:
         futures = client.map(noop, range(n))
         wait(futures)
         del futures
     elapsed = time.process_time() - start
+    wall = time.perf_counter() - wall
     virtual = cluster.now
     cluster.close()
-    return elapsed, virtual
+    return elapsed, wall, virtual
 
 
-def run_dag(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float]:
+def run_dag(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, float, float]:
+    """(process CPU seconds, wall seconds, makespan) of a random layered DAG of ``n`` tasks."""
     from twofold.sim.workloads import random_layered, run_workload
 
     layers = 20
@@ -58,8 +62,9 @@ def run_dag(n: int, workers: int, threads: int, seed: int = 0) -> tuple[float, f
                        duration=0.01, nbytes=1000)
     _clean_heap()
     start = time.process_time()
+    wall = time.perf_counter()
     report = run_workload(g, n_workers=workers, threads_per_worker=threads, seed=seed, trace_transitions=False)
-    return time.process_time() - start, report.makespan
+    return time.process_time() - start, time.perf_counter() - wall, report.makespan
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,18 +88,22 @@ def main(argv: list[str] | None = None) -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
     print(f"no-op tasks on {args.workers} simulated workers x {args.threads} thread(s), median of {args.repeat}")
-    print(f"{'tasks':>10} {'cpu s':>8} {'tasks/s':>10} {'us/task':>8} {'virtual s':>10}")
+    header = f"{'tasks':>10} {'cpu s':>8} {'tasks/s':>10} {'us/task':>8} {'wall s':>8} {'tasks/s':>10} {'virtual s':>10}"
+    print(header)
+
+    def row(n: int, cpu: float, wall: float, virtual: float) -> str:
+        return f"{n:>10,} {cpu:>8.2f} {n / cpu:>10,.0f} {cpu / n * 1e6:>8.1f} {wall:>8.2f} {n / wall:>10,.0f} {virtual:>10.3f}"
+
     for n in args.sizes:
         runs = []
         for i in range(args.repeat):
             print(f"  running {n:,} tasks ({i + 1}/{args.repeat}) ...", end="\r", file=sys.stderr, flush=True)
             runs.append(run_noops(n, args.workers, args.threads))
-        t = statistics.median(r[0] for r in runs)
-        print(f"{n:>10,} {t:>8.2f} {n / t:>10,.0f} {t / n * 1e6:>8.1f} {runs[0][1]:>10.3f}")
+        print(row(n, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[0][2]))
     if args.dag:
-        print(f"random layered DAG, {args.dag:,} tasks, 20 layers, ~3 inputs per task, on {args.workers} workers")
-        t, makespan = run_dag(args.dag, args.workers, args.threads)
-        print(f"{args.dag:>10,} {t:>8.2f} {args.dag / t:>10,.0f} {t / args.dag * 1e6:>8.1f} {makespan:>10.3f}")
+        print(f"random layered DAG, {args.dag:,} tasks, 20 layers, ~3 inputs per task, on {args.workers} workers"
+              " (last column: makespan)")
+        print(row(args.dag, *run_dag(args.dag, args.workers, args.threads)))
 
 
 if __name__ == "__main__":
