@@ -56,8 +56,11 @@ class Clock:
 
     def at(self, when: float, callback: Callable, *args: Any, background: bool = False) -> None:
         """Run ``callback(*args)`` at virtual time ``when`` (never in the past)."""
-        if when < self.now:
-            when = self.now
+        self.schedule(when if when > self.now else self.now, callback, args, background)
+
+    def schedule(self, when: float, callback: Callable, args: tuple, background: bool = False) -> None:
+        """:meth:`at` for the hot paths: ``when`` not in the past (the caller's
+        arithmetic guarantees it), arguments as one tuple."""
         if not background:
             self._foreground += 1
         bucket = self._buckets.get(when)
@@ -65,16 +68,6 @@ class Clock:
             bucket = self._buckets[when] = deque()
             heappush(self._times, when)
         bucket.append((background, callback, args))
-
-    def schedule(self, when: float, callback: Callable, args: tuple) -> None:
-        """:meth:`at` for the hot paths: foreground, ``when`` not in the past
-        (the caller's arithmetic guarantees it), arguments as one tuple."""
-        self._foreground += 1
-        bucket = self._buckets.get(when)
-        if bucket is None:
-            bucket = self._buckets[when] = deque()
-            heappush(self._times, when)
-        bucket.append((False, callback, args))
 
     def soon(self, callback: Callable, *args: Any) -> None:
         self.at(self.now, callback, *args)

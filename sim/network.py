@@ -132,10 +132,7 @@ class Network:
         if on_fail is None:
             # nobody to tell of a loss: deliver straight away (a host that died in
             # the meantime ignores it; a partition cuts only what is sent after it).
-            if background:
-                clock.at(when, deliver, *args, background=True)
-            else:
-                clock.schedule(when, deliver, args)
+            clock.schedule(when, deliver, args, background)
         else:
             clock.at(when, self._arrive, src, dst, deliver, args, on_fail, background=background)
 

@@ -241,20 +241,28 @@ def test_every_class_is_frozen_and_slotted(cls, data):
         msg.not_a_field = 1
 
 
+@pytest.mark.parametrize("how", ["init", "build"])
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
 @settings(max_examples=3, deadline=None)
 @given(data=st.data())
-def test_constructor_follows_the_dataclass_fields(cls, data):
-    # __init__ may be hand-generated (messages are built on every hop): it must keep the
-    # dataclass signature, defaults included, positionally and by keyword
+def test_constructor_follows_the_dataclass_fields(cls, how, data):
+    # __init__ is hand-generated and the hot paths use cls.build (a twin class, then
+    # __class__ assigned): both must keep the dataclass signature, defaults included,
+    # positionally and by keyword, and give a frozen instance of cls itself
+    make = cls if how == "init" else cls.build
     msg = data.draw(strategy_for_class(cls))
     values = [getattr(msg, f.name) for f in dataclasses.fields(cls)]
-    assert cls(*values) == msg
+    made = make(*values)
+    assert type(made) is cls
+    assert made == msg
+    assert_identical(made, msg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, dataclasses.fields(cls)[0].name, None)
     required = {}
     for f in dataclasses.fields(cls):
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             required[f.name] = getattr(msg, f.name)
-    minimal = cls(**required)
+    minimal = make(**required)
     for f in dataclasses.fields(cls):
         if f.name in required:
             assert_identical(getattr(minimal, f.name), required[f.name], f"{cls.__name__}.{f.name}")
@@ -263,31 +271,8 @@ def test_constructor_follows_the_dataclass_fields(cls, data):
         else:
             assert_identical(getattr(minimal, f.name), f.default_factory(), f"{cls.__name__}.{f.name}")
     with pytest.raises(TypeError):
-        cls(*values, "one too many")
-
-
-@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
-@settings(max_examples=3, deadline=None)
-@given(data=st.data())
-def test_build_makes_exactly_what_the_constructor_makes(cls, data):
-    # the hot paths build messages with cls.build (a twin class, then __class__ assigned)
-    msg = data.draw(strategy_for_class(cls))
-    values = [getattr(msg, f.name) for f in dataclasses.fields(cls)]
-    built = cls.build(*values)
-    assert type(built) is cls
-    assert built == msg
-    assert_identical(built, msg)
-    assert cls.build(**{f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)}) == msg
-    required = {f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    assert cls.build(**required) == cls(**required)
-    with pytest.raises(TypeError):
-        cls.build(*values, "one too many")
-    for f in dataclasses.fields(cls):
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            setattr(built, f.name, getattr(built, f.name))
-    # decoded messages are built the same way: frozen too
-    if issubclass(cls, Message):
+        make(*values, "one too many")
+    if issubclass(cls, Message):  # decoding builds the same way: frozen cls instances too
         back = loads(dumps(msg))
         assert type(back) is cls
         with pytest.raises(dataclasses.FrozenInstanceError):
