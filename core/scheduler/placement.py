@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Protocol
 
+_INF = float("inf")
+
 if TYPE_CHECKING:
     from twofold.scheduler.machine import SchedulerState
     from twofold.scheduler.state import TaskState, WorkerInfo
@@ -34,30 +36,24 @@ class EarliestStart:
 
     def decide_worker(self, state, ts, candidates):
         bandwidth = state.config.bandwidth
-        deps = ts.dependencies
-        best = None
-        best_cost = None
-        if not deps:
-            for ws in candidates:
-                cost = ws.occupancy / ws.nthreads
-                if best is None or cost < best_cost or (cost == best_cost and ws.order < best.order):
-                    best, best_cost = ws, cost
-            return best
         # bytes each holder already has, from the (few) holders of the inputs:
         # then a candidate costs one lookup, not one per input (candidates can
         # be every idle worker)
         total = 0
         held: dict = {}
-        for dep in deps:
+        for dep in ts.dependencies:
             nbytes = dep.nbytes
             if nbytes > 0:
                 total += nbytes
                 for ws in dep.who_has:
                     held[ws] = held.get(ws, 0) + nbytes
+        held_by = held.get
+        best = None
+        best_cost = best_order = _INF
         for ws in candidates:
-            cost = ws.occupancy / ws.nthreads + (total - held.get(ws, 0)) / bandwidth
-            if best is None or cost < best_cost or (cost == best_cost and ws.order < best.order):
-                best, best_cost = ws, cost
+            cost = ws.occupancy / ws.nthreads + (total - held_by(ws, 0)) / bandwidth
+            if cost < best_cost or (cost == best_cost and ws.order < best_order):
+                best, best_cost, best_order = ws, cost, ws.order
         return best
 
 
