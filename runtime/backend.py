@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Mapping, Sequence
 
-from twofold.client.backend import Backend
+from twofold.client.backend import Backend, keys_by_worker
 from twofold.client.client import register_address
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import Message, TaskError
@@ -273,10 +273,7 @@ class RuntimeBackend(Backend):
         data: Mapping[str, Any],
         free_seqs: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[int, str]]:
-        by_worker: dict[str, list[str]] = {}
-        for key, workers in placement.items():
-            for worker in workers:
-                by_worker.setdefault(worker, []).append(key)
+        by_worker = keys_by_worker(placement)
         seqs = dict(free_seqs or {})
         info: dict[str, tuple[int, str]] = {}
         for worker in list(by_worker):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from twofold.client.backend import Backend
+from twofold.client.backend import Backend, keys_by_worker
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import AddClient, Message, RemoveClient, TaskError
 from twofold.sim.hosts import message_size
@@ -150,10 +150,7 @@ class SimBackend(Backend):
     ) -> dict[str, tuple[int, str]]:
         sim = self.sim
         info = {key: (measure_nbytes(obj), type(obj).__name__) for key, obj in data.items()}
-        by_worker: dict[str, list[str]] = {}
-        for key, workers in placement.items():
-            for worker in workers:
-                by_worker.setdefault(worker, []).append(key)
+        by_worker = keys_by_worker(placement)
         waiting = set(by_worker)
         failures: list[str] = []
 

@@ -22,6 +22,16 @@ from typing import Any, Callable, Mapping, Sequence
 from twofold.messages import Message, TaskError
 
 
+def keys_by_worker(placement: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """``{key: workers}`` (a ScatterPlan's placement) turned into ``{worker: keys}``,
+    both in the placement's order: what each worker of a ``Backend.put`` receives."""
+    by_worker: dict[str, list[str]] = {}
+    for key, workers in placement.items():
+        for worker in workers:
+            by_worker.setdefault(worker, []).append(key)
+    return by_worker
+
+
 class Backend(ABC):
     """What a :class:`~twofold.Client` needs from a cluster driver."""
 
