@@ -3,6 +3,7 @@
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.context import rejoin, secede
 from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker
+from twofold.lazy import lazy_attributes
 from twofold.scheduler import SchedulerState
 from twofold.worker import WorkerState
 
@@ -45,16 +46,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'twofold' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("twofold", globals(), _LAZY)

@@ -5,6 +5,8 @@ The Client speaks the message vocabulary to a scheduler through a
 runtime's); nothing here knows which one.
 """
 
+from twofold.lazy import lazy_attributes
+
 _LAZY = {
     "Client": "twofold.client.client",
     "default_client": "twofold.client.client",
@@ -17,17 +19,8 @@ _LAZY = {
     "wait": "twofold.client.future",
 }
 
-
-def __getattr__(name: str):
-    """Loaded on first use: ``twofold.client.spec`` alone (a worker's need) stays cheap to import."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'twofold.client' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+#: loaded on first use: ``twofold.client.spec`` alone (a worker's need) stays cheap to import
+__getattr__, __dir__ = lazy_attributes("twofold.client", globals(), _LAZY)
 
 __all__ = [
     "Client",
