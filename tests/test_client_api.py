@@ -58,6 +58,8 @@ from twofold.context import current_task
 from twofold.errors import TimeoutError as TwofoldTimeoutError
 from twofold.sim import SimCluster
 
+from client_support import CustomError, add, combine, div, inc, raise_custom, spawner, total
+
 #: the timeout of every blocking call expected to succeed (seconds; virtual on the simulator)
 TIMEOUT = 30.0
 #: the timeout of a blocking call expected to time out
@@ -78,43 +80,8 @@ RESOURCES = {"GPU": 2}
 # --------------------------------------------------------------------------
 
 
-def inc(x):
-    return x + 1
-
-
-def add(x, y):
-    return x + y
-
-
-def ident(x):
-    return x
-
-
-def combine(x, y=0, *, z=0):
-    return (x, y, z)
-
-
-def total(items, extra=None):
-    s = sum(items[0]) + sum(items[1])
-    if extra is not None:
-        s += sum(extra.values())
-    return s
-
-
-def div(x, y):
-    return x / y
-
-
 def big_bytes(n):
     return b"x" * n
-
-
-class CustomError(Exception):
-    pass
-
-
-def raise_custom(msg):
-    raise CustomError(msg)
 
 
 def _on_sim() -> bool:
@@ -160,15 +127,6 @@ def flaky(path, fail, x):
     if n <= fail:
         raise RuntimeError(f"flaky failure {n}")
     return x * 10
-
-
-def spawner(n):
-    c = get_client()
-    futs = c.map(inc, range(n), key=[f"child-{i}" for i in range(n)])
-    secede()
-    results = c.gather(futs)
-    rejoin()
-    return sum(results)
 
 
 def nested_spawner(depth):

@@ -19,58 +19,28 @@ import pytest
 from twofold import CancelledError, Client, Future, as_completed, fire_and_forget, get_client, rejoin, secede, wait
 from twofold.client.future import ALL_COMPLETED, FIRST_COMPLETED
 from twofold.errors import SimulationStalled, TimeoutError as TwofoldTimeoutError
-from twofold.sim import Exponential, SimCluster, TaskInfo, Uniform
+from twofold.sim import Exponential, TaskInfo, Uniform
 
-L = 0.001  # the default latency
-TOL = 1e-5
-
-
-def approx(x):
-    return pytest.approx(x, abs=TOL)
+from client_support import (
+    L,
+    CustomError,
+    add,
+    approx,
+    cluster_of,
+    combine,
+    div,
+    ident,
+    inc,
+    raise_custom,
+    slowinc,
+    spawner,
+    total,
+)
 
 
 # --------------------------------------------------------------------------
 # user functions (module level: retries/side effects count through globals)
 # --------------------------------------------------------------------------
-
-
-def inc(x):
-    return x + 1
-
-
-def add(x, y):
-    return x + y
-
-
-def ident(x):
-    return x
-
-
-def slowinc(x):
-    return x + 1
-
-
-def combine(x, y=0, *, z=0):
-    return (x, y, z)
-
-
-def total(items, extra=None):
-    s = sum(items[0]) + sum(items[1])
-    if extra is not None:
-        s += sum(extra.values())
-    return s
-
-
-def div(x, y):
-    return x / y
-
-
-class CustomError(Exception):
-    pass
-
-
-def raise_custom(msg):
-    raise CustomError(msg)
 
 
 FLAKY_CALLS = {"n": 0, "fail": 0}
@@ -93,11 +63,6 @@ def side_effect(x):
 
 def gpu_task(x):
     return x
-
-
-def cluster_of(n=1, threads=1, **kw):
-    kw.setdefault("validate", True)
-    return SimCluster(n_workers=n, threads_per_worker=threads, **kw)
 
 
 def task_records(cluster, key=None, prefix=None):
@@ -1098,15 +1063,6 @@ def test_waiting_forever_for_a_worker_that_never_comes_is_a_stall():
 # --------------------------------------------------------------------------
 # tasks that submit tasks
 # --------------------------------------------------------------------------
-
-
-def spawner(n):
-    c = get_client()
-    futs = c.map(inc, range(n), key=[f"child-{i}" for i in range(n)])
-    secede()
-    results = c.gather(futs)
-    rejoin()
-    return sum(results)
 
 
 def test_get_client_in_a_task_with_secede_and_rejoin():

@@ -20,31 +20,9 @@ import pytest
 
 from twofold import Client, FutureLost, KilledWorker, wait
 from twofold.errors import SimulationStalled, TimeoutError as TwofoldTimeoutError
-from twofold.sim import Fault, SimCluster, workloads
+from twofold.sim import Fault, workloads
 
-L = 0.001
-TOL = 1e-5
-
-
-def approx(x):
-    return pytest.approx(x, abs=TOL)
-
-
-def inc(x):
-    return x + 1
-
-
-def add(x, y):
-    return x + y
-
-
-def slowinc(x):
-    return x + 1
-
-
-def cluster_of(n=1, threads=1, **kw):
-    kw.setdefault("validate", True)
-    return SimCluster(n_workers=n, threads_per_worker=threads, **kw)
+from client_support import L, add, approx, cluster_of, inc, slowinc
 
 
 def task_records(cluster, key=None, worker=None):

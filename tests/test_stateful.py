@@ -683,6 +683,13 @@ def _submit(c: HandWired, specs, wanted, client="c0"):
     return c.to_scheduler(UpdateGraph(c.now, c.stimulus("submit"), client, tuple(specs), tuple(wanted)))
 
 
+def _scatter(c: HandWired, key: str, worker: str, after: int = -1) -> None:
+    """A client scatters ``key`` (8 bytes) to ``worker``: data to the worker
+    directly (``after``: the ScatterPlan's free_seq for it), then UpdateData."""
+    c.scatter(worker, {key: 8}, after=after)
+    c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (ScatteredKey(key, 8, "int", (worker,)),)))
+
+
 def _status(c: HandWired, client="c0"):
     return [(m.op, m.key) for m in c.received(client) if m.op in STATUS_OPS]
 
@@ -822,15 +829,10 @@ def test_scatter_onto_a_key_in_flight_then_release_leaves_nothing_behind():
     once released, the transfer's data landed in the store and nothing deleted it."""
     c = HandWired(n_workers=2)
 
-    def scatter(key, worker):
-        c.scatter(worker, {key: 8})
-        item = ScatteredKey(key, 8, "int", (worker,))
-        c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (item,)))
-
-    scatter("s-1", "w0")
+    _scatter(c, "s-1", "w0")
     _submit(c, [TaskSpec("t-1", b"f", ("s-1",), workers=("w1",))], ["t-1"])
     c.deliver(("scheduler", "w1"))  # ComputeTask t-1: w1 fetches s-1 from w0
-    scatter("s-1", "w1")  # the same data put on w1 by the client meanwhile
+    _scatter(c, "s-1", "w1")  # the same data put on w1 by the client meanwhile
     c.to_scheduler(CancelKeys(c.now, "cancel", "c0", ("s-1",)))  # s-1 and t-1: FreeKeys
     c.deliver(("scheduler", "w1"))  # w1 forgets s-1, which is still in its transfer batch
     c.complete_gather("w1", "w0")  # the transfer arrives
@@ -846,15 +848,10 @@ def test_scatter_onto_the_only_key_in_flight_keeps_it():
     deleted, the scattered key included, while worker and scheduler said memory on w1."""
     c = HandWired(n_workers=2)
 
-    def scatter(key, worker):
-        c.scatter(worker, {key: 8})
-        item = ScatteredKey(key, 8, "int", (worker,))
-        c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (item,)))
-
-    scatter("s-1", "w0")
+    _scatter(c, "s-1", "w0")
     _submit(c, [TaskSpec("t-1", b"f", ("s-1",), workers=("w1",))], ["t-1"])
     c.deliver(("scheduler", "w1"))  # ComputeTask t-1: w1 fetches s-1 (alone) from w0
-    scatter("s-1", "w1")  # the same data put on w1 by the client meanwhile: the batch is now empty
+    _scatter(c, "s-1", "w1")  # the same data put on w1 by the client meanwhile: the batch is now empty
     c.complete_gather("w1", "w0")  # the transfer arrives
     assert c.workers["w1"].tasks["s-1"].state == "memory"
     assert "w1" in [ws.address for ws in c.scheduler.tasks["s-1"].who_has]
@@ -870,10 +867,8 @@ def test_bug_h_rescatter_after_release_loses_the_data():
     c = HandWired(n_workers=1)
 
     def scatter(key):
-        # client -> worker directly, carrying what the ScatterPlan said of w0's frees
-        c.scatter("w0", {key: 8}, after=c.scheduler.workers["w0"].free_seq)
-        item = ScatteredKey(key, 8, "int", ("w0",))
-        c.to_scheduler(UpdateData(c.now, c.stimulus("scatter"), "c0", (item,)))
+        # carrying what the ScatterPlan said of w0's frees
+        _scatter(c, key, "w0", after=c.scheduler.workers["w0"].free_seq)
 
     scatter("s-1")
     c.to_scheduler(ReleaseKeys(c.now, "rel", "c0", ("s-1",)))  # s-1 forgotten: FreeKeys on its way to w0
