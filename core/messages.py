@@ -146,10 +146,48 @@ def frozen(cls: type) -> type:
     return cls
 
 
-def message(cls: type) -> type:
-    """Decorator: a frozen slotted dataclass (:func:`frozen`), registered for the wire."""
-    cls = frozen(cls)
-    return _register(cls)
+#: peer kinds that may send messages to the scheduler
+PEER_KINDS = ("client", "worker")
+#: where the scheduler's drivers deliver one of its outputs
+DESTINATIONS = ("worker", "client", "timer", "close", "")
+
+
+def message(cls: type | None = None, *, by: str | tuple[str, ...] = (), field: str | None = None, to: str = ""):
+    """Decorator: a frozen slotted dataclass (:func:`frozen`), registered for the wire.
+
+    It also declares, once, how drivers treat the message, so neither the
+    runtime's allow-list nor either driver's output routing keeps a list of
+    its own:
+
+    * ``by``: the peer kinds (``"client"``, ``"worker"``) that may send it to
+      the scheduler; ``field`` names the field in which the sender names
+      itself (default: the kind's own name).  Read as ``cls.senders``, a
+      ``{kind: field}`` dict (empty: no peer may send it).
+    * ``to``: where a scheduler output goes: ``"worker"`` or ``"client"``
+      (the one its field of that name names), ``"timer"`` (the driver's
+      clock), ``"close"`` (close the named worker's connection).  Read as
+      ``cls.destination`` (``""``: not a scheduler output).
+    """
+
+    def decorate(cls: type) -> type:
+        kinds = (by,) if isinstance(by, str) else tuple(by)
+        for kind in kinds:
+            if kind not in PEER_KINDS:
+                raise ValueError(f"{cls.__name__}: by= takes {PEER_KINDS}, got {kind!r}")
+        if to not in DESTINATIONS:
+            raise ValueError(f"{cls.__name__}: to= takes {DESTINATIONS}, got {to!r}")
+        cls = frozen(cls)
+        senders = {kind: field or kind for kind in kinds}
+        for name in (*senders.values(), *((to,) if to in ("worker", "client") else ())):
+            if name not in cls._field_names:
+                raise TypeError(f"{cls.__name__} declares a field {name!r} it does not have")
+        if to == "close" and "worker" not in cls._field_names:
+            raise TypeError(f"{cls.__name__}: to='close' needs a worker field")
+        cls.senders = senders
+        cls.destination = to
+        return _register(cls)
+
+    return decorate(cls) if cls is not None else decorate
 
 
 # --------------------------------------------------------------------------
@@ -356,6 +394,10 @@ class Message:
 
     op: ClassVar[str]
     _field_names: ClassVar[tuple[str, ...]]
+    #: peer kind -> the field naming the sender (see :func:`message`)
+    senders: ClassVar[dict[str, str]] = {}
+    #: where a scheduler output goes (see :func:`message`)
+    destination: ClassVar[str] = ""
 
 
 # --------------------------------------------------------------------------
@@ -363,19 +405,19 @@ class Message:
 # --------------------------------------------------------------------------
 
 
-@message
+@message(by="client")
 class AddClient(Message):
     client: str
 
 
-@message
+@message(by="client")
 class RemoveClient(Message):
     """The client closed or its connection was lost: release all it wants."""
 
     client: str
 
 
-@message
+@message(by="client")
 class UpdateGraph(Message):
     """New tasks, and the keys the client now holds futures for."""
 
@@ -384,7 +426,7 @@ class UpdateGraph(Message):
     wanted: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class DesireKeys(Message):
     """The client holds one more reference to each key."""
 
@@ -392,7 +434,7 @@ class DesireKeys(Message):
     keys: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class ReleaseKeys(Message):
     """The client dropped one reference to each key."""
 
@@ -400,7 +442,7 @@ class ReleaseKeys(Message):
     keys: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class CancelKeys(Message):
     """Cancel keys (and their dependents) for this client, or all with force."""
 
@@ -409,13 +451,13 @@ class CancelKeys(Message):
     force: bool = False
 
 
-@message
+@message(by="client")
 class RetryKeys(Message):
     client: str
     keys: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class FireAndForget(Message):
     """Keep these keys wanted until they finish, whoever else lets go."""
 
@@ -423,7 +465,7 @@ class FireAndForget(Message):
     keys: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class ScatterRequest(Message):
     """Ask where to put data the client is about to scatter."""
 
@@ -434,7 +476,7 @@ class ScatterRequest(Message):
     broadcast: bool = False
 
 
-@message
+@message(by="client")
 class UpdateData(Message):
     """The client has put these keys on these workers (after ScatterPlan).
 
@@ -446,14 +488,14 @@ class UpdateData(Message):
     keys: tuple[ScatteredKey, ...]
 
 
-@message
+@message(by="client")
 class WhoHasRequest(Message):
     client: str
     request_id: str
     keys: tuple[Key, ...]
 
 
-@message
+@message(by="client")
 class SchedulerInfoRequest(Message):
     """Ask what the scheduler knows of its workers (answered by SchedulerInfoReply).
 
@@ -467,7 +509,7 @@ class SchedulerInfoRequest(Message):
     n_workers: int = 0
 
 
-@message
+@message(by="client")
 class Replicate(Message):
     """Keep ``n`` copies of each key (``None``: one on every worker in the pool)."""
 
@@ -477,7 +519,7 @@ class Replicate(Message):
     workers: tuple[str, ...] | None = None
 
 
-@message
+@message(by=("client", "worker"), field="reporter")
 class MissingData(Message):
     """``reporter`` (a client or worker) did not find ``key`` on ``errant_worker``."""
 
@@ -491,7 +533,7 @@ class MissingData(Message):
 # --------------------------------------------------------------------------
 
 
-@message
+@message(by="worker")
 class AddWorker(Message):
     worker: str
     nthreads: int
@@ -500,7 +542,7 @@ class AddWorker(Message):
     name: str | None = None
 
 
-@message
+@message(by="worker")
 class RemoveWorker(Message):
     """The connection to the worker was lost, or it is retiring."""
 
@@ -508,14 +550,14 @@ class RemoveWorker(Message):
     reason: str = "connection lost"
 
 
-@message
+@message(by="worker")
 class WorkerHeartbeat(Message):
     worker: str
     memory: int = 0
     executing: int = 0
 
 
-@message
+@message(by="worker")
 class TaskFinished(Message):
     """A task ran on ``worker``; small results may ride along in ``inline``."""
 
@@ -530,7 +572,7 @@ class TaskFinished(Message):
     run_id: int = -1
 
 
-@message
+@message(by="worker")
 class TaskErred(Message):
     worker: str
     key: Key
@@ -540,7 +582,7 @@ class TaskErred(Message):
     run_id: int = -1
 
 
-@message
+@message(by="worker")
 class AddReplicas(Message):
     """The worker now holds these keys too (it fetched them)."""
 
@@ -548,7 +590,7 @@ class AddReplicas(Message):
     nbytes: dict[Key, int]
 
 
-@message
+@message(by="worker")
 class StealResponse(Message):
     """Answer to StealRequest: ``released`` is True if the worker gave it up."""
 
@@ -557,7 +599,7 @@ class StealResponse(Message):
     released: bool
 
 
-@message
+@message(by="worker")
 class LongRunning(Message):
     """The task seceded: it no longer holds a thread slot."""
 
@@ -565,7 +607,7 @@ class LongRunning(Message):
     key: Key
 
 
-@message
+@message(by="worker")
 class RescheduleTask(Message):
     """The task asked to be run again elsewhere (``Reschedule``)."""
 
@@ -588,7 +630,7 @@ class TimerFired(Message):
 # --------------------------------------------------------------------------
 
 
-@message
+@message(to="worker")
 class ComputeTask(Message):
     """Run ``key`` on ``worker``; inputs are where ``who_has`` says."""
 
@@ -606,7 +648,7 @@ class ComputeTask(Message):
     run_id: int = -1
 
 
-@message
+@message(to="worker")
 class FreeKeys(Message):
     """Forget these keys: drop their data, cancel their computation.
 
@@ -620,13 +662,13 @@ class FreeKeys(Message):
     seq: int = -1
 
 
-@message
+@message(to="worker")
 class StealRequest(Message):
     worker: str
     key: Key
 
 
-@message
+@message(to="worker")
 class AcquireReplicas(Message):
     """Fetch copies of these keys from where ``who_has`` says."""
 
@@ -635,7 +677,7 @@ class AcquireReplicas(Message):
     nbytes: dict[Key, int]
 
 
-@message
+@message(to="worker")
 class RemoveReplicas(Message):
     """Drop these copies (other workers keep the data); ``seq`` as in FreeKeys."""
 
@@ -644,7 +686,7 @@ class RemoveReplicas(Message):
     seq: int = -1
 
 
-@message
+@message(to="worker")
 class RefreshWhoHas(Message):
     """New holders for keys the worker reported missing."""
 
@@ -652,7 +694,7 @@ class RefreshWhoHas(Message):
     who_has: dict[Key, tuple[str, ...]]
 
 
-@message
+@message(to="close")
 class CloseWorker(Message):
     """The scheduler considers this worker gone; the driver closes it."""
 
@@ -665,7 +707,7 @@ class CloseWorker(Message):
 # --------------------------------------------------------------------------
 
 
-@message
+@message(to="client")
 class KeyInMemory(Message):
     client: str
     key: Key
@@ -674,7 +716,7 @@ class KeyInMemory(Message):
     inline: bytes | None = None
 
 
-@message
+@message(to="client")
 class KeyErred(Message):
     """``key`` failed; ``blamed`` is the task whose failure caused it."""
 
@@ -684,14 +726,14 @@ class KeyErred(Message):
     blamed: Key
 
 
-@message
+@message(to="client")
 class KeyCancelled(Message):
     client: str
     key: Key
     reason: str = "cancelled"
 
 
-@message
+@message(to="client")
 class KeyLost(Message):
     """The key's data was lost; it is being recomputed (future pending again)."""
 
@@ -699,7 +741,7 @@ class KeyLost(Message):
     key: Key
 
 
-@message
+@message(to="client")
 class KeyRetried(Message):
     """The erred key is being computed again (it, or what it inherited its error from, was retried)."""
 
@@ -707,7 +749,7 @@ class KeyRetried(Message):
     key: Key
 
 
-@message
+@message(to="client")
 class GraphRefused(Message):
     """The whole UpdateGraph was refused; nothing changed."""
 
@@ -716,7 +758,7 @@ class GraphRefused(Message):
     error: TaskError
 
 
-@message
+@message(to="client")
 class WhoHasReply(Message):
     client: str
     request_id: str
@@ -724,7 +766,7 @@ class WhoHasReply(Message):
     nbytes: dict[Key, int]
 
 
-@message
+@message(to="client")
 class SchedulerInfoReply(Message):
     """Answer to SchedulerInfoRequest: per worker address, in arrival order, a dict of
     ``name``, ``nthreads``, ``memory_limit``, ``resources``, ``active`` (tasks
@@ -737,7 +779,7 @@ class SchedulerInfoReply(Message):
     workers: dict[str, dict]
 
 
-@message
+@message(to="client")
 class ScatterPlan(Message):
     """Where to put each scattered key; empty ``error`` means success."""
 
@@ -754,7 +796,7 @@ class ScatterPlan(Message):
 # --------------------------------------------------------------------------
 
 
-@message
+@message(to="timer")
 class SetTimer(Message):
     """Deliver ``TimerFired(token)`` at time ``at`` (replaces a pending one)."""
 

@@ -6,9 +6,11 @@ of its kind, naming itself.  A message that breaks those rules, or that the
 machine refuses with an exception, closes *that* connection with a logged
 reason; the scheduler and everyone else carry on.
 
-Outputs are routed by a table built from the message classes: to the worker
-or client the message names, ``SetTimer`` onto the event loop, and
-``CloseWorker`` closes the worker's connection.  Replies leave batched: the
+What a peer may send and where an output goes are read from each message
+class's own declaration (``senders`` and ``destination``, see
+:func:`twofold.messages.message`): to the worker or client the message
+names, ``SetTimer`` onto the event loop, and ``CloseWorker`` closes the
+worker's connection.  Replies leave batched: the
 ``Comm`` coalesces everything sent while one incoming batch is handled.
 
 The scheduler never unpickles user data: run specs, results and errors are
@@ -33,39 +35,8 @@ from twofold.scheduler import SchedulerState
 
 logger = logging.getLogger("twofold.runtime.scheduler")
 
-#: what a client may send (and the field naming the client)
-_FROM_CLIENT = {
-    M.AddClient: "client", M.RemoveClient: "client", M.UpdateGraph: "client", M.DesireKeys: "client",
-    M.ReleaseKeys: "client", M.CancelKeys: "client", M.RetryKeys: "client", M.FireAndForget: "client",
-    M.ScatterRequest: "client", M.UpdateData: "client", M.WhoHasRequest: "client", M.Replicate: "client",
-    M.SchedulerInfoRequest: "client", M.MissingData: "reporter",
-}  # fmt: skip
-#: what a worker may send (and the field naming the worker)
-_FROM_WORKER = {
-    M.AddWorker: "worker", M.RemoveWorker: "worker", M.WorkerHeartbeat: "worker", M.TaskFinished: "worker",
-    M.TaskErred: "worker", M.AddReplicas: "worker", M.StealResponse: "worker", M.LongRunning: "worker",
-    M.RescheduleTask: "worker", M.MissingData: "reporter",
-}  # fmt: skip
-
-
-def _route_kind(cls: type) -> str:
-    if cls is M.SetTimer:
-        return "timer"
-    if cls is M.CloseWorker:
-        return "close"
-    names = cls._field_names
-    if "worker" in names:
-        return "worker"
-    if "client" in names:
-        return "client"
-    return "none"
-
-
 #: the scheduler reads control messages only: a payload frame closes the connection before it is read
 SCHEDULER_LIMITS = FrameLimits(max_frames=0, max_frame_bytes=0, max_total_bytes=FrameLimits().max_header_bytes + 64)
-
-_ROUTE = {cls: _route_kind(cls) for cls in M.REGISTRY.values() if issubclass(cls, M.Message)}
-
 
 class SchedulerServer:
     """Serve a :class:`SchedulerState` on ``host:port`` (``port=0``: any free port)."""
@@ -201,7 +172,7 @@ class SchedulerServer:
         self.clients[client] = comm
         logger.info("client %s connected from %s", client, comm.peer_address)
         try:
-            await self._pump(comm, client, _FROM_CLIENT, msgs)
+            await self._pump(comm, client, "client", msgs)
         finally:
             if self.clients.get(client) is comm:
                 del self.clients[client]
@@ -221,7 +192,7 @@ class SchedulerServer:
                     f", name {first.name!r}" if first.name and first.name != worker else "")  # fmt: skip
         reason = "connection lost"
         try:
-            await self._pump(comm, worker, _FROM_WORKER, msgs)
+            await self._pump(comm, worker, "worker", msgs)
         finally:
             reason = comm.close_reason or reason
             if self.workers.get(worker) is comm:
@@ -231,13 +202,17 @@ class SchedulerServer:
                     self._handle(M.RemoveWorker(0.0, f"worker-lost-{self._next_sid()}", worker, reason))
             logger.info("worker %s left: %s", worker, reason)
 
-    async def _pump(self, comm: Comm, identity: str, allowed: dict, msgs: tuple) -> None:
-        """Feed the machine this connection's messages until it closes."""
+    async def _pump(self, comm: Comm, identity: str, kind: str, msgs: tuple) -> None:
+        """Feed the machine this connection's messages until it closes.
+
+        A message is taken only if its class declares that a ``kind`` peer
+        may send it and it names this connection's peer as its sender."""
         while True:
             for msg in msgs:
-                field = allowed.get(type(msg))
+                senders = getattr(type(msg), "senders", None)  # (a batch may hold plain values: refused)
+                field = senders.get(kind) if senders is not None else None
                 if field is None or getattr(msg, field) != identity:
-                    why = (f"{type(msg).__name__} is not allowed from a {comm.peer.kind}" if field is None
+                    why = (f"{type(msg).__name__} is not allowed from a {kind}" if field is None
                            else f"{type(msg).__name__} names {getattr(msg, field)!r}, not {identity!r}")  # fmt: skip
                     logger.warning("dropping %s (%s): %s", identity, comm.peer_address, why)
                     comm.abort(why)
@@ -267,11 +242,10 @@ class SchedulerServer:
         self._route(self.state.handle(msg))
 
     def _route(self, outs: list) -> None:
-        route = _ROUTE
         workers = self.workers
         clients = self.clients
         for out in outs:
-            kind = route[type(out)]
+            kind = type(out).destination
             if kind == "worker":
                 comm = workers.get(out.worker)
                 if comm is not None and not comm.closed:

@@ -19,7 +19,6 @@ from greenlet import getcurrent
 from twofold.client.spec import substitute
 from twofold.messages import (
     AddWorker,
-    CloseWorker,
     DataLost,
     DataPut,
     DeleteData,
@@ -32,7 +31,6 @@ from twofold.messages import (
     MissingData,
     RejoinGranted,
     RemoveWorker,
-    SetTimer,
     TaskError,
     TaskFinished,
     TimerFired,
@@ -55,17 +53,18 @@ def message_size(msg: Any) -> int:
 _setattr = object.__setattr__  # restamp(msg, now), inlined on the hot paths
 
 #: per output class, how SchedulerHost.route treats it: (kind, has run_spec);
-#: kind 0: SetTimer, 1: CloseWorker, 2: has a ``worker`` field, 3: to a client
+#: kind 0: a timer, 1: close a worker, 2: to the worker it names, 3: to the client it names
 _ROUTES: dict[type, tuple[int, bool]] = {}
 
 
+_KINDS = {"timer": 0, "close": 1, "worker": 2, "client": 3}
+
+
 def _route_of(cls: type) -> tuple[int, bool]:
-    if cls is SetTimer:
-        kind = 0
-    elif cls is CloseWorker:
-        kind = 1
-    else:
-        kind = 2 if hasattr(cls, "worker") else 3
+    """From the class's own declaration (``destination``, see ``twofold.messages.message``)."""
+    kind = _KINDS.get(cls.destination)
+    if kind is None:
+        raise TypeError(f"the scheduler output {cls.__name__} declares no destination (to=...)")
     route = _ROUTES[cls] = (kind, hasattr(cls, "run_spec"))
     return route
 

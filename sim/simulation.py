@@ -72,7 +72,7 @@ class Simulation:
         self._ref = _ref_type(self.objects)
         state = SchedulerState(scheduler_config, policy)
         if trace_transitions:
-            state._story = self.trace
+            state.observe_transitions(self.trace)
         self.scheduler = SchedulerHost(self, state)
         self.workers: dict[str, WorkerHost] = {}
         self.clients: dict[str, Any] = {}

@@ -155,16 +155,19 @@ class ClientHandlers:
     def _on_remove_client(self: SchedulerState, event: RemoveClient) -> None:
         if self._info_waiters:
             self._info_waiters = [r for r in self._info_waiters if r.client != event.client]
-        cs = self.clients.get(event.client)
-        if cs is None or cs.name == FIRE_AND_FORGET:
+        if event.client == FIRE_AND_FORGET:
             return
-        recs: Recs = {}
-        for key in list(cs.wants):
-            ts = self.tasks[key]
-            self._drop_wants(cs.name, ts)
-            self._maybe_release(ts, recs)
-            self._transitions(recs)
-        del self.clients[cs.name]
+        cs = self.clients.get(event.client)
+        if cs is not None:
+            recs: Recs = {}
+            for key in list(cs.wants):
+                ts = self.tasks[key]
+                self._drop_wants(cs.name, ts)
+                self._maybe_release(ts, recs)
+                self._transitions(recs)
+            del self.clients[cs.name]
+        for hook in self._hooks_client_removed:
+            hook(event.client)
 
     def _on_desire_keys(self: SchedulerState, event: DesireKeys) -> None:
         cs = self._client(event.client)
@@ -304,6 +307,10 @@ class ClientHandlers:
             if ts.state == "released" and not ts.dependents and not ts.who_wants:
                 recs[ts] = "forgotten"
         self._transitions(recs)
+        if self._hooks_graph_added:
+            keys = tuple(ts.key for ts, _ in created)
+            for hook in self._hooks_graph_added:
+                hook(name, keys)
 
     # -- cancel / retry ----------------------------------------------------
 

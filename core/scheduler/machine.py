@@ -2,18 +2,23 @@
 
 The one entry point is :meth:`SchedulerState.handle`.  It dispatches on the
 event's type to a handler (client events in ``clients.py``, worker events in
-``workers.py``, work stealing in ``stealing.py``), which changes state through
-the transition engine (``transitions.py``) and appends outputs.  Frees of
-worker data are batched into one ``FreeKeys`` per worker per event.
+``workers.py``, and the message types each :class:`Extension` declares:
+work stealing in ``stealing.py``, the coordination primitives in
+``coordination/``), which changes state through the transition engine
+(``transitions.py``) and appends outputs.  Frees of worker data are batched
+into one ``FreeKeys`` per worker per event.
 
 No clocks, I/O or randomness: time comes from ``event.now``; timeouts are
-``SetTimer`` outputs answered by ``TimerFired`` events.
+``SetTimer`` outputs answered by ``TimerFired`` events, whose token's prefix
+says whose timer it is (``ttl`` is the machine's own, the rest belong to
+extensions).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from types import MethodType
 from typing import Any, Callable, Iterable
 
 from twofold.config import SchedulerConfig
@@ -21,16 +26,34 @@ from twofold.messages import FreeKeys, Message, SetTimer, TimerFired
 from twofold.scheduler.clients import ClientHandlers
 from twofold.scheduler.placement import EarliestStart, PlacementPolicy
 from twofold.scheduler.state import ClientInfo, TaskState, WorkerInfo
-from twofold.scheduler.stealing import Stealing
-from twofold.scheduler.transitions import FIRE_AND_FORGET, Transitions
+from twofold.scheduler.extension import HOOKS, Extension, TransitionFanOut, overrides
+from twofold.scheduler.transitions import FIRE_AND_FORGET, Recs, Transitions
 from twofold.scheduler.workers import WorkerHandlers
 from twofold.taskqueue import TaskQueue
 
 
-class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
-    """All the scheduler knows, changed only by :meth:`handle`."""
+def default_extensions() -> list[Extension]:
+    """What a scheduler runs unless told otherwise: work stealing and the coordination primitives."""
+    from twofold.scheduler.coordination import coordination_extensions
+    from twofold.scheduler.stealing import Stealing
 
-    def __init__(self, config: SchedulerConfig | None = None, policy: PlacementPolicy | None = None):
+    return [Stealing(), *coordination_extensions()]
+
+
+class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
+    """All the scheduler knows, changed only by :meth:`handle`.
+
+    ``extensions``: the :class:`~twofold.scheduler.extension.Extension`
+    objects to run (default: :func:`default_extensions`); each is attached
+    to this machine and reached as ``state.extensions[name]``.
+    """
+
+    def __init__(
+        self,
+        config: SchedulerConfig | None = None,
+        policy: PlacementPolicy | None = None,
+        extensions: Iterable[Extension] | None = None,
+    ):
         self.config = config = config or SchedulerConfig()
         self.policy: PlacementPolicy = policy or EarliestStart()
         self.tasks: dict[str, TaskState] = {}
@@ -45,11 +68,10 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         self.room: dict[WorkerInfo, None] = {}
         #: task prefix -> smoothed duration (seconds)
         self.durations: dict[str, float] = {}
-        #: tasks with a steal request in flight
-        self._stealing: dict[TaskState, None] = {}
         #: pending timers: token -> due time
         self.timers: dict[str, float] = {}
-        self._steal_armed = False
+        #: the work-stealing extension, if one runs (the hot path arms its timer)
+        self._stealer = None
         self._queuing = math.isfinite(config.worker_saturation)
         self._unknown_duration = config.unknown_task_duration
         self._task_counter = 0
@@ -59,25 +81,86 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         self._pending_scatters: list = []
         #: SchedulerInfoRequests waiting for more workers, oldest first
         self._info_waiters: list = []
-        self._story: deque | None = deque(maxlen=config.story_length) if config.story_length else None
+        #: the story log (``story()``); transitions go to ``_story``, a sink that may also feed observers
+        self._story_log: deque | None = deque(maxlen=config.story_length) if config.story_length else None
+        self._observers: list[Callable[[tuple], None]] = []
+        self._story: Any = None
         # per-event scratch
         self._now = 0.0
         self._sid = ""
         self._outs: list = []
         self._to_free: dict[WorkerInfo, list[str]] = {}
+        self._attach_extensions(default_extensions() if extensions is None else list(extensions))
+
+    # -- extensions --------------------------------------------------------
+
+    def _attach_extensions(self, extensions: list[Extension]) -> None:
+        """Build the handler table, the timer owners and the hook lists."""
+        self.extensions: dict[str, Extension] = {}
+        handlers = {cls: MethodType(func, self) for cls, func in _HANDLERS.items()}
+        self._timer_owners: dict[str, Extension] = {}
+        for ext in extensions:
+            if not isinstance(ext, Extension):
+                raise TypeError(f"extensions must be Extension instances, got {type(ext).__name__}")
+            name = ext.name
+            if not name or name in self.extensions:
+                raise ValueError(f"extension names must be unique and non-empty, got {name!r} twice or empty")
+            self.extensions[name] = ext
+            ext.attach(self)
+            for cls, handler in ext.handlers().items():
+                if cls in handlers:
+                    raise ValueError(f"{cls.__name__} is handled twice (by {name!r} and another)")
+                handlers[cls] = handler
+            prefix = ext.timer_prefix
+            if prefix is not None:
+                if prefix == "ttl" or prefix in self._timer_owners or ":" in prefix:
+                    raise ValueError(f"timer prefix {prefix!r} of {name!r} is taken or malformed")
+                self._timer_owners[prefix] = ext
+        self._handlers = handlers
+        for hook in HOOKS:
+            setattr(self, f"_hooks_{hook}", [getattr(e, hook) for e in extensions if overrides(e, hook)])
+        self._rebuild_story()
+
+    def observe_transitions(self, sink: Any) -> None:
+        """``sink.append((key, start, finish, stimulus_id, now))`` on every task
+        transition (a list, a deque; the simulator's trace is one)."""
+        if not callable(getattr(sink, "append", None)):
+            raise TypeError(f"a transition sink needs an append(entry) method, got {type(sink).__name__}")
+        self._observers.append(sink)
+        self._rebuild_story()
+
+    def _rebuild_story(self) -> None:
+        sinks = [] if self._story_log is None else [self._story_log]
+        sinks.extend(self._observers)
+        if self._hooks_transition:
+            sinks.append(_HookSink(self._hooks_transition))
+        if len(sinks) <= 1:
+            self._story = sinks[0] if sinks else None  # the common case: appended to directly
+        else:
+            self._story = TransitionFanOut([sink.append for sink in sinks])
+
+    def extension(self, name: str) -> Extension:
+        try:
+            return self.extensions[name]
+        except KeyError:
+            raise KeyError(f"no scheduler extension {name!r}; running: {sorted(self.extensions)}") from None
+
+    def statistics(self) -> dict[str, Any]:
+        """Each extension's frozen statistics snapshot, by name."""
+        return {name: ext.statistics() for name, ext in self.extensions.items()}
 
     # -- entry point -------------------------------------------------------
 
     def handle(self, event: Message) -> list:
         """Apply one event; return the outputs it causes, in order."""
         try:
-            handler = _HANDLERS[type(event)]
+            handler = self._handlers[type(event)]
         except KeyError:
             raise TypeError(f"SchedulerState cannot handle {type(event).__name__}") from None
         self._now = event.now
         self._sid = event.stimulus_id
         outs = self._outs = []
-        handler(self, event)
+        handler(event)
         if self._to_free:
             self._flush_frees()
         return outs
@@ -116,21 +199,60 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
             return  # cancelled, or superseded by a later one
         del self.timers[token]
         kind, _, arg = token.partition(":")
-        if kind == "steal":
-            self._steal_armed = False
-            self._balance()
-        elif kind == "ttl":
+        if kind == "ttl":
             self._check_worker_ttl(arg)
+        else:
+            owner = self._timer_owners.get(kind)
+            if owner is not None:
+                owner.on_timer(token, arg)
 
     def _log(self, ts: TaskState, start: str) -> None:
         self._story.append((ts.key, start, ts.state, self._sid, self._now))
 
     def story(self, *keys: str) -> list[tuple[str, str, str, str, float]]:
-        """Recorded transitions ``(key, start, finish, stimulus_id, now)`` of these keys."""
-        if self._story is None:
+        """Recorded transitions ``(key, start, finish, stimulus_id, now)`` of these keys
+        (kept when ``config.story_length`` > 0)."""
+        if self._story_log is None:
             return []
         wanted = set(keys)
-        return [entry for entry in self._story if not wanted or entry[0] in wanted]
+        return [entry for entry in self._story_log if not wanted or entry[0] in wanted]
+
+    # -- references held by extensions ---------------------------------------
+
+    def hold_key(self, holder: str, key: str) -> bool:
+        """Let ``holder`` (a pseudo-client name, e.g. ``"queue:jobs"``) keep ``key``
+        alive, as a client's future would; False if the scheduler does not know it."""
+        ts = self.tasks.get(key)
+        if ts is None:
+            return False
+        self._add_wants(self._client(holder), ts)
+        if ts.state == "released":
+            self._transitions({ts: "waiting"})
+        return True
+
+    def release_key(self, holder: str, key: str) -> None:
+        """Drop one of ``holder``'s references to ``key`` (it may be released)."""
+        ts = self.tasks.get(key)
+        if ts is not None and self._drop_wants(holder, ts, 1):
+            recs: Recs = {}
+            self._maybe_release(ts, recs)
+            self._transitions(recs)
+        cs = self.clients.get(holder)
+        if cs is not None and not cs.wants and holder != FIRE_AND_FORGET:
+            del self.clients[holder]
+
+    def give_key(self, client: str, key: str) -> bool:
+        """Add a reference of ``client`` to ``key`` and tell it the key's status
+        (a future handed to it by a primitive); False if the key is unknown."""
+        ts = self.tasks.get(key)
+        if ts is None:
+            return False
+        self._add_wants(self._client(client), ts)
+        if ts.state == "released":
+            self._transitions({ts: "waiting"})
+        else:
+            self._report_status(client, ts)
+        return True
 
     # -- placement helpers -------------------------------------------------
 
@@ -247,6 +369,20 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Stealing, Transitions):
         )
 
 
+class _HookSink:
+    """Extensions' ``transition`` hooks as one transition sink."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, hooks: list):
+        self.hooks = hooks
+
+    def append(self, entry: tuple) -> None:
+        for hook in self.hooks:
+            hook(*entry)
+
+
+#: the machine's own handlers (unbound); extensions add theirs per instance
 _HANDLERS: dict[type, Callable[[Any, Any], None]] = {}
 _HANDLERS.update(ClientHandlers.handlers())
 _HANDLERS.update(WorkerHandlers.handlers())

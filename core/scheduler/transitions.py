@@ -344,8 +344,9 @@ class Transitions:
             msg = ComputeTask.build(self._now, self._sid, ws.address, ts.key, ts.run_spec, ts.priority, {}, {},
                                     ts.resources, ts.actor, (), run_id)
         self._outs.append(msg)
-        if not self._steal_armed and len(self.workers) > 1:
-            self._arm_stealing()
+        stealer = self._stealer
+        if stealer is not None and not stealer.armed and len(self.workers) > 1:
+            stealer.arm()
 
     def _unassign(self: SchedulerState, ts: TaskState, free: bool) -> WorkerInfo:
         ws = ts.processing_on
@@ -359,8 +360,7 @@ class Transitions:
                 ws.occupancy = 0.0
         ts.processing_on = None
         if ts.steal_to is not None:
-            ts.steal_to = None
-            self._stealing.pop(ts, None)
+            self._stealer.forget(ts)
         if free:
             self._free(ws, ts.key)
         return ws

@@ -101,6 +101,5 @@ def validate_scheduler(s: SchedulerState) -> None:
             assert not s._has_room(ws), f"{where}: has room while tasks are queued"
     for ws in s.room:
         assert workers.get(ws.address) is ws, f"dead worker {ws.address} in room"
-    for ts in s._stealing:
-        assert ts.state == "processing" and ts.steal_to is not None, f"stale steal of {ts.key!r}"
-        assert workers.get(ts.steal_to.address) is ts.steal_to, f"steal of {ts.key!r} to a dead worker"
+    for ext in s.extensions.values():
+        ext.validate()

@@ -21,7 +21,6 @@ from twofold.messages import (
     RemoveReplicas,
     RemoveWorker,
     RescheduleTask,
-    StealResponse,
     TaskErred,
     TaskError,
     TaskFinished,
@@ -46,7 +45,6 @@ class WorkerHandlers:
             TaskFinished: cls._on_task_finished,
             TaskErred: cls._on_task_erred,
             AddReplicas: cls._on_add_replicas,
-            StealResponse: cls._on_steal_response,
             LongRunning: cls._on_long_running,
             RescheduleTask: cls._on_reschedule,
             MissingData: cls._on_missing_data,
@@ -81,8 +79,8 @@ class WorkerHandlers:
         if self.unrunnable:
             recs: Recs = dict.fromkeys(self.unrunnable, "processing")
             self._transitions(recs)
-        if not self._steal_armed and any(w.processing for w in self.workers.values()):
-            self._arm_stealing()  # the newcomer may take over queued work
+        for hook in self._hooks_worker_added:
+            hook(ws)
         if self._pending_scatters:
             pending, self._pending_scatters = self._pending_scatters, []
             for request in pending:
@@ -132,10 +130,8 @@ class WorkerHandlers:
         self.room.pop(ws, None)
         self.timers.pop(f"ttl:{ws.address}", None)
         self._to_free.pop(ws, None)
-        for ts in list(self._stealing):
-            if ts.steal_to is ws:
-                ts.steal_to = None
-                del self._stealing[ts]
+        for hook in self._hooks_worker_removed:
+            hook(ws)
         recs: Recs = {}
         lost = []
         for ts in ws.has_what:
@@ -288,27 +284,3 @@ class WorkerHandlers:
         if ts.state == "memory" and event.reporter in self.workers:
             holders = tuple(ws.address for ws in ts.who_has)
             self._outs.append(RefreshWhoHas(self._now, self._sid, event.reporter, {ts.key: holders}))
-
-    # -- stealing replies --------------------------------------------------
-
-    def _on_steal_response(self: SchedulerState, event: StealResponse) -> None:
-        ts = self.tasks.get(event.key)
-        ws = self.workers.get(event.worker)
-        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
-            return  # the task moved on meanwhile; a pending steal of it still stands
-        thief = ts.steal_to
-        ts.steal_to = None
-        self._stealing.pop(ts, None)
-        if not event.released:
-            return
-        # the victim has forgotten the task: move it without another FreeKeys
-        self._unassign(ts, free=False)
-        ts.state = "waiting"
-        self._room_changed(ws)
-        if thief is not None and thief.address in self.workers:
-            self._assign(ts, thief)
-            if self._story is not None:
-                self._log(ts, "processing")
-        else:
-            # the thief left meanwhile: place it afresh
-            self._transitions({ts: "processing"})
