@@ -32,3 +32,14 @@ def make_array(nbytes, salt):
 
 def nbytes_of(a):
     return int(a.nbytes)
+
+
+class Counter:
+    """An actor (``submit(Counter, actor=True)``): the round-trip workload calls ``increment``."""
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n

@@ -18,6 +18,8 @@ identical code:
 
 * map: ``client.map(noop, ...)`` of 20,000 tasks, then ``client.gather`` (tasks/s);
 * round trip: 500 sequential ``client.submit(inc, i).result()`` (median and p99 ms);
+* actor: 200 sequential ``counter.increment().result()`` on an actor
+  (``client.submit(Counter, actor=True)``), straight to its worker (median ms);
 * tree: binary-tree reduction over 4,096 leaves built from futures
   (``submit(inc, i)`` leaves, then ``submit(add, a, b)`` pairwise up to the root;
   8,191 tasks; tasks/s from the first submit to the root's result);
@@ -77,6 +79,7 @@ N_WORKERS = 2
 class Sizes:
     map_tasks: int = 20_000
     round_trips: int = 500
+    actor_calls: int = 200
     tree_leaves: int = 4_096
     as_completed_tasks: int = 5_000
     scatter_mb: int = 100
@@ -84,7 +87,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(map_tasks=2_000, round_trips=50, tree_leaves=256, as_completed_tasks=500, scatter_mb=10, transfer_mb=5)
+QUICK = Sizes(map_tasks=2_000, round_trips=50, actor_calls=50, tree_leaves=256, as_completed_tasks=500, scatter_mb=10, transfer_mb=5)
 MB = 1_000_000
 
 
@@ -137,6 +140,27 @@ def w_round_trip(client, wait, as_completed, sizes: Sizes) -> dict:
     p99 = statistics.quantiles(samples, n=100, method="inclusive")[98] if n > 1 else samples[0]
     return {"rt_median_ms": statistics.median(samples) * 1e3, "rt_p99_ms": p99 * 1e3,
             "rt_total_s": sum(samples)}
+
+
+def w_actor(client, wait, as_completed, sizes: Sizes) -> dict:
+    """Sequential method calls on one actor: each goes to its worker and back (not via the scheduler)."""
+    from _bench_tasks import Counter
+
+    n = sizes.actor_calls
+    future = client.submit(Counter, actor=True)
+    counter = future.result()
+    counter.increment().result()  # warm: the connection to the actor's worker is open
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = counter.increment().result()
+        samples.append(time.perf_counter() - t0)
+        if r != i + 2:
+            raise AssertionError(f"actor call {i}: increment() gave {r!r}, expected {i + 2}")
+    samples.sort()
+    p99 = statistics.quantiles(samples, n=100, method="inclusive")[98] if n > 1 else samples[0]
+    del counter, future
+    return {"actor_median_ms": statistics.median(samples) * 1e3, "actor_p99_ms": p99 * 1e3}
 
 
 def w_tree(client, wait, as_completed, sizes: Sizes) -> dict:
@@ -241,6 +265,7 @@ def w_transfer(client, wait, as_completed, sizes: Sizes) -> dict:
 WORKLOADS: list[tuple[str, Callable, Callable[[Sizes], str]]] = [
     ("map", w_map, lambda s: f"map of {s.map_tasks:,} no-ops + gather"),
     ("round_trip", w_round_trip, lambda s: f"{s.round_trips:,} submit->result round trips"),
+    ("actor", w_actor, lambda s: f"{s.actor_calls:,} actor method round trips"),
     ("tree", w_tree, lambda s: f"tree reduction over {s.tree_leaves:,} leaves"),
     ("as_completed", w_as_completed, lambda s: f"as_completed over {s.as_completed_tasks:,} tasks"),
     ("scatter_gather", w_scatter_gather, lambda s: f"scatter + gather {s.scatter_mb} MB"),
@@ -266,6 +291,8 @@ ROWS = [
     Row("map", "map_tps", lambda s: f"map {s.map_tasks:,} no-ops + gather", "tasks/s", True),
     Row("round_trip", "rt_median_ms", lambda s: f"submit->result x{s.round_trips}, median", "ms", False),
     Row("round_trip", "rt_p99_ms", lambda s: f"submit->result x{s.round_trips}, p99", "ms", False),
+    Row("actor", "actor_median_ms", lambda s: f"actor call->result x{s.actor_calls}, median", "ms", False),
+    Row("actor", "actor_p99_ms", lambda s: f"actor call->result x{s.actor_calls}, p99", "ms", False),
     Row("tree", "tree_tps", lambda s: f"tree reduction, {s.tree_leaves:,} leaves", "tasks/s", True),
     Row("as_completed", "ac_tps", lambda s: f"as_completed, {s.as_completed_tasks:,} tasks", "tasks/s", True),
     Row("scatter_gather", "scatter_MBps", lambda s: f"scatter {s.scatter_mb} MB", "MB/s", True),

@@ -2,7 +2,7 @@
 
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.context import rejoin, secede
-from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker
+from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker, TimeoutError
 from twofold.lazy import lazy_attributes
 from twofold.scheduler import SchedulerState
 from twofold.worker import WorkerState
@@ -10,6 +10,9 @@ from twofold.worker import WorkerState
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Actor",
+    "ActorFuture",
+    "ActorLost",
     "CancelledError",
     "Client",
     "Future",
@@ -29,11 +32,22 @@ __all__ = [
     "wait",
     "LocalCluster",
     "Security",
+    "TimeoutError",
+    "Event",
+    "Lock",
+    "Pub",
+    "Queue",
+    "Semaphore",
+    "Sub",
+    "Variable",
 ]
 
 #: names loaded on first use: a worker process needs the machines, not the Client
 #: (nor the socket runtime in a simulator-only program): start-up stays short
 _LAZY = {
+    "Actor": "twofold.client.actor",
+    "ActorFuture": "twofold.client.actor",
+    "ActorLost": "twofold.errors",
     "Client": "twofold.client",
     "Future": "twofold.client",
     "as_completed": "twofold.client",
@@ -43,6 +57,13 @@ _LAZY = {
     "wait": "twofold.client",
     "LocalCluster": "twofold.runtime.local",
     "Security": "twofold.runtime.security",
+    "Event": "twofold.client.coordination",
+    "Lock": "twofold.client.coordination",
+    "Semaphore": "twofold.client.coordination",
+    "Queue": "twofold.client.queues",
+    "Variable": "twofold.client.queues",
+    "Pub": "twofold.client.pubsub",
+    "Sub": "twofold.client.pubsub",
 }
 
 

@@ -37,6 +37,8 @@ class SchedulerConfig:
     story_length: int = 0
     #: weight of the newest sample in the per-prefix duration average
     duration_smoothing: float = 0.5
+    #: a semaphore lease not refreshed for this long (seconds) is released (dask's ``lease-timeout``)
+    semaphore_lease_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,10 @@ class InvalidGraph(TwofoldError, ValueError):
     """A submitted graph was refused: cycle, unknown dependency or bad option."""
 
 
+class ActorLost(TwofoldError):
+    """An actor's instance is gone: its worker died, restarted or released it."""
+
+
 class ProtocolError(TwofoldError):
     """A peer sent something the protocol does not allow."""
 

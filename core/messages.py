@@ -802,6 +802,8 @@ class SetTimer(Message):
 
     at: float
     token: str
+    #: the simulator may let a stalled run end although this timer is pending (keep-alive checks)
+    background: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -1023,3 +1025,17 @@ def restamp(msg: Message, now: float) -> Message:
     """
     _setattr(msg, "now", now)
     return msg
+
+
+# The coordination primitives' messages live in a module of their own (same
+# vocabulary, same registry); importing them here registers them for loads.
+from twofold.messages_coordination import (  # noqa: E402,F401
+    CoordinationReply,
+    EventRequest,
+    LockRequest,
+    PubSubRequest,
+    QueueRequest,
+    SemaphoreRequest,
+    TopicMessages,
+    VariableRequest,
+)

@@ -24,6 +24,7 @@ from twofold.client.backend import Backend, keys_by_worker
 from twofold.client.client import register_address
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import Message, TaskError
+from twofold.runtime import actors
 from twofold.runtime import loop as loops
 from twofold.runtime.comm import connect
 from twofold.runtime.execution import RunSpecEncoder
@@ -108,7 +109,7 @@ class RuntimeBackend(Backend):
     def set_receiver(self, receiver: Callable[[Message], None]) -> None:
         self._receiver = receiver
 
-    def send(self, msgs: Sequence[Message]) -> None:
+    def send(self, msgs: Sequence[Message], background: bool = False) -> None:
         if self._lost is not None:
             raise CommClosedError(self._lost)
         if self._closed:
@@ -200,6 +201,29 @@ class RuntimeBackend(Backend):
                     if remaining <= 0:
                         return False
                     self._cond.wait(remaining)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        loop = self._loop
+        handle: list = [None, False]  # the TimerHandle once armed; cancelled?
+
+        def run() -> None:
+            if not handle[1] and not self._closed:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("client %s: a scheduled callback failed", self._id)
+
+        def arm() -> None:
+            if not handle[1]:
+                handle[0] = loop.call_later(delay, run)
+
+        def cancel() -> None:
+            handle[1] = True
+            if handle[0] is not None:
+                loop.call_soon_threadsafe(handle[0].cancel)
+
+        loop.call_soon_threadsafe(arm)
+        return cancel
 
     # -- data plane ----------------------------------------------------------------------
 
@@ -320,6 +344,21 @@ class RuntimeBackend(Backend):
 
         await asyncio.gather(*(one(worker, keys) for worker, keys in by_worker.items()))
         return failures
+
+    # -- actors ---------------------------------------------------------------------------
+
+    def actor_call(self, worker: str, key: str, kind: str, name: str, args: tuple, kwargs: dict,
+                   call: Any) -> None:
+        """Straight to the worker (see :mod:`twofold.runtime.actors`): objects handed
+        over when it runs in this process, else pickled here and posted in order."""
+        if self._closed:
+            raise CommClosedError(f"{self._id} is closed")
+        actors.post_call(self, worker, key, kind, name, args, kwargs, call)
+
+    def _wake(self) -> None:
+        """An actor call was settled (any thread): waits look again."""
+        with self._cond:
+            self._cond.notify_all()
 
     # -- closing ------------------------------------------------------------------------
 

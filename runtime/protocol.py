@@ -13,7 +13,7 @@ lists, per key, the serialization header (``twofold.serialize``), whose
 
 from __future__ import annotations
 
-from twofold.messages import Key, Message, message
+from twofold.messages import Key, Message, TaskError, message
 
 
 @message
@@ -56,3 +56,29 @@ class PutReply(Message):
     request_id: int
     error: str = ""
 
+
+
+@message
+class ActorRequest(Message):
+    """Call ``name`` (``kind="call"``) or read it (``"getattr"``) on the actor ``key``.
+
+    One frame group follows: the serialized ``(args, kwargs)`` (``headers``
+    has its one header; empty for a read).
+    """
+
+    request_id: int
+    key: Key
+    kind: str
+    name: str
+    headers: tuple[dict, ...] = ()
+
+
+@message
+class ActorReply(Message):
+    """The outcome of an :class:`ActorRequest`: the value (``headers``, frames follow)
+    or the error (``error``; ``lost`` when the worker does not hold the actor)."""
+
+    request_id: int
+    headers: tuple[dict, ...] = ()
+    error: TaskError | None = None
+    lost: str = ""

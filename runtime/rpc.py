@@ -5,6 +5,11 @@ requests share it at once (each carries a ``request_id``; a reader task
 hands every reply to the request waiting for it).  A connection that breaks
 fails every request waiting on it with :class:`CommClosedError` and is
 dropped from the pool, so the next request reconnects.
+
+:meth:`ConnectionPool.request` is awaited; :meth:`ConnectionPool.post`
+sends without waiting and calls back with the reply, and keeps the order of
+posts to one address even while the connection is being opened (actor
+calls rely on it).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from typing import Callable
 
 from twofold.errors import CommClosedError
@@ -42,6 +48,8 @@ class ConnectionPool:
         self._timeout = timeout
         self._peers: dict[str, _Peer] = {}
         self._connecting: dict[str, asyncio.Future] = {}
+        #: posts waiting for their address's connection, in order
+        self._posting: dict[str, deque] = {}
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -117,6 +125,59 @@ class ConnectionPool:
             peer.waiting.pop(msg.request_id, None)
             raise
         return await waiter
+
+    def post(self, address: str, msg: Message, frames: list, done: Callable) -> None:
+        """On the loop: send ``msg`` now (or once connected) and return; later
+        ``done((reply, reply_frames), None)`` or ``done(None, error)`` runs on the loop.
+
+        Posts to one address leave in the order they were made, also while
+        the connection opens.
+        """
+        queue = self._posting.get(address)
+        if queue is not None:
+            queue.append((msg, frames, done))
+            return
+        peer = self._peers.get(address)
+        if peer is not None and not peer.comm.closed and not self._closed:
+            self._send_post(peer, msg, frames, done)
+            return
+        if self._closed:
+            done(None, CommClosedError("connection pool is closed"))
+            return
+        self._posting[address] = deque([(msg, frames, done)])
+        asyncio.get_running_loop().create_task(self._connect_posts(address))
+
+    async def _connect_posts(self, address: str) -> None:
+        try:
+            peer = await self._peer(address)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else CommClosedError(f"connecting to {address} was cancelled")
+            for _, _, done in self._posting.pop(address, ()):
+                done(None, error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for msg, frames, done in self._posting.pop(address, ()):  # no await in between: order holds
+            self._send_post(peer, msg, frames, done)
+
+    def _send_post(self, peer: _Peer, msg: Message, frames: list, done: Callable) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+
+        def answered(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                done(None, CommClosedError("the request was cancelled"))
+            elif fut.exception() is not None:
+                done(None, fut.exception())
+            else:
+                done(fut.result(), None)
+
+        waiter.add_done_callback(answered)
+        peer.waiting[msg.request_id] = waiter
+        try:
+            peer.comm.send(msg, frames)
+        except Exception as exc:
+            peer.waiting.pop(msg.request_id, None)
+            waiter.set_exception(exc)
 
     def drop(self, address: str) -> None:
         """Forget the connection to a worker that left (its requests fail)."""

@@ -10,6 +10,9 @@ that finishes a task tells the machine itself and runs the next task the
 machine hands out, without a trip through the event loop; the loop is woken
 (once per burst, not per task) only to send the machine's messages.
 
+Actor instances and the thread that runs their calls are in
+:mod:`twofold.runtime.actors`; an actor's key holds its handle as data.
+
 When the scheduler connection is lost the worker closes (its nanny, if any,
 decides what comes next); ``finished`` says why.
 """
@@ -28,9 +31,10 @@ from twofold.client.spec import substitute
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.errors import CommClosedError, ProtocolError
 from twofold.runtime import execution
+from twofold.runtime.actors import WorkerActors
 from twofold.runtime.comm import Comm, Listener, connect, listen
 from twofold.runtime.payload import pack, unpack
-from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
+from twofold.runtime.protocol import ActorRequest, DataReply, GetData, PutData, PutReply
 from twofold.runtime.rpc import ConnectionPool
 from twofold.worker import WorkerState
 
@@ -96,6 +100,7 @@ class WorkerServer:
         self._pool: ConnectionPool | None = None
         self._threads: execution.TaskThreads | None = None
         self._functions = execution.FunctionCache()
+        self.actors = WorkerActors(self)
         #: guards the machine and the data store: task threads and the loop both use them
         self._lock = threading.RLock()
         self._keep_one = False
@@ -165,6 +170,7 @@ class WorkerServer:
             await self._pool.close()
         if self._threads is not None:
             self._threads.close()
+        self.actors.close()
         for event in self._rejoin.values():
             event.set()
         client, self._task_client = self._task_client, None
@@ -247,6 +253,8 @@ class WorkerServer:
                 for key in out.keys:
                     data.pop(key, None)
                     sizes.pop(key, None)
+                if self.actors.instances:
+                    self.actors.forget(out.keys)
             elif cls is M.RejoinGranted:
                 event = self._rejoin.pop(out.key, None)
                 if event is not None:
@@ -290,7 +298,9 @@ class WorkerServer:
         if ex.dependencies:
             data = self.data
             deps = {key: data[key] for key in ex.dependencies}
-        return ex.key, ex.run_spec, deps
+        if ex.actor_deps:  # inputs that are actors: their handles
+            deps = self.actors.with_handles(ex.actor_deps, deps)
+        return ex.key, ex.run_spec, deps, ex.actor
 
     def _run_task(self, item: tuple) -> None:
         """In a task thread: run tasks until the machine has none for this thread.
@@ -304,7 +314,7 @@ class WorkerServer:
             item = self._complete(self._run_one(item))
 
     def _run_one(self, item: tuple) -> tuple:
-        key, run_spec, deps = item
+        key, run_spec, deps, actor = item
         execution.set_current(self, key)
         start = time.monotonic()
         try:
@@ -313,6 +323,8 @@ class WorkerServer:
                 args = substitute(args, deps)
                 kwargs = substitute(kwargs, deps)
             result = func(*args, **kwargs)
+            if actor:  # the instance stays here; the key's data is its handle
+                result = self.actors.born(key, result)
             stop = time.monotonic()
             nbytes, typename, inline = execution.describe_result(result, _INLINE_LIMIT)
             return key, True, result, nbytes, typename, inline, start, stop
@@ -415,7 +427,7 @@ class WorkerServer:
             self._handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, missing))
 
     async def _serve_data(self, comm: Comm) -> None:
-        """A peer or a client: answer GetData and PutData until it hangs up."""
+        """A peer or a client: answer GetData, PutData and ActorRequest until it hangs up."""
         while True:
             try:
                 msgs, frames = await comm.recv()
@@ -429,6 +441,10 @@ class WorkerServer:
                 elif cls is PutData:
                     count = sum(h.get("count", 0) if isinstance(h, dict) else 0 for h in msg.headers)
                     self._store_put(comm, msg, frames[offset:offset + count])
+                    offset += count
+                elif cls is ActorRequest:
+                    count = sum(h.get("count", 0) if isinstance(h, dict) else 0 for h in msg.headers)
+                    self.actors.remote_call(comm, msg, frames[offset:offset + count])
                     offset += count
                 else:
                     comm.abort(f"a worker's data port does not take {cls.__name__}")

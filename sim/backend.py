@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from twofold.client.backend import Backend, keys_by_worker
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import AddClient, Message, RemoveClient, TaskError
+from twofold.sim import actors
 from twofold.sim.hosts import message_size
 from twofold.sim.models import measure_nbytes
 from twofold.sim.network import MESSAGE_OVERHEAD
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class SimBackend(Backend):
-    def __init__(self, cluster: SimCluster, client_id: str) -> None:
+    def __init__(self, cluster: SimCluster, client_id: str, node: str | None = None) -> None:
         self.cluster = cluster
         self.sim = sim = cluster._sim
         self.scheduler_address = sim.scheduler_address
@@ -30,7 +31,22 @@ class SimBackend(Backend):
         self._receiver: Callable[[Message], None] | None = None
         self._closed = False
         sim.clients[client_id] = self
+        if node is not None:
+            # a task's client lives in its worker's process: it dies and is cut off with it
+            sim.node_of[client_id] = node
         self.send([AddClient(sim.clock.now, f"{client_id}-hello", client_id)])
+
+    def lose(self, reason: str) -> None:
+        """The process this client lives in died: nothing more is sent or received, and
+        the scheduler notices the broken connection one latency later (as it does a worker's)."""
+        if self._closed:
+            return
+        self._closed = True
+        sim = self.sim
+        clock = sim.clock
+        sim.dead.add(self._id)
+        clock.at(clock.now + sim.network.latency, sim.scheduler.handle,
+                 RemoveClient(clock.now, f"{self._id}-lost", self._id))
 
     # -- identity and time -------------------------------------------------------
 
@@ -60,12 +76,17 @@ class SimBackend(Backend):
             self.sim.clock.touches += 1
             self._receiver(msg)
 
-    def send(self, msgs: Sequence[Message]) -> None:
+    def send(self, msgs: Sequence[Message], background: bool = False) -> None:
         if self._closed:
             raise CommClosedError(f"client {self._id} is closed")
         sim = self.sim
+        network = sim.network
         for msg in msgs:
-            sim.network.post(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, (msg,))
+            if background:
+                network.send(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, msg,
+                             background=True)  # fmt: skip
+            else:
+                network.post(self._id, sim.scheduler_address, message_size(msg), sim.scheduler.handle, (msg,))
 
     # -- user objects ------------------------------------------------------------
 
@@ -86,6 +107,20 @@ class SimBackend(Backend):
         """The Client's waits depend only on client state, which changes only when
         a message reaches a client or task code runs: a ``client_wait``."""
         return self.sim.clock.run_until(predicate, timeout, client_wait=True)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        clock = self.sim.clock
+        alive = [True]
+
+        def fire() -> None:
+            if alive[0] and not self._closed and not self.sim.closed:
+                callback()
+
+        def cancel() -> None:
+            alive[0] = False
+
+        clock.at(clock.now + delay, fire, background=True)
+        return cancel
 
     # -- data plane --------------------------------------------------------------
 
@@ -178,6 +213,31 @@ class SimBackend(Backend):
         if failures:
             raise CommClosedError(f"could not scatter to {sorted(failures)}: worker gone or unreachable")
         return info
+
+    def actor_call(self, worker: str, key: str, kind: str, name: str, args: tuple, kwargs: dict,
+                   call: Any) -> None:
+        """Over the network to the worker and back (see ``twofold.sim.actors``); a
+        worker that is down when the request or its reply arrives fails the call
+        ``connect_timeout`` later, through ``on_fail``."""
+        if self._closed:
+            raise CommClosedError(f"client {self._id} is closed")
+        sim = self.sim
+        clock = sim.clock
+
+        def settle(ok: bool, value: Any) -> None:
+            if call.settle(ok, value):
+                clock.touches += 1  # a client wait looks again
+
+        def lost(why: str) -> None:
+            settle(False, call.lost(why))
+
+        host = sim.workers.get(worker)
+        if host is None:
+            clock.soon(lost, "no such worker")
+            return
+        size = MESSAGE_OVERHEAD + actors.payload_size(args, kwargs)
+        sim.network.send(self._id, worker, size, actors.deliver, host, self._id, key, kind, name, args, kwargs,
+                         settle, lost, on_fail=lambda: lost("its worker is gone or unreachable"))  # fmt: skip
 
     def close(self) -> None:
         if self._closed:

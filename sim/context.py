@@ -23,8 +23,11 @@ class SimTaskContext:
         client = getattr(host, "client", None)
         if client is None or client.status != "running":
             from twofold.client import Client
+            from twofold.sim.backend import SimBackend
 
-            client = host.client = Client(host.sim.cluster, set_as_default=False)
+            cluster = host.sim.cluster
+            backend = SimBackend(cluster, f"client-{next(cluster._clients)}", node=host.address)
+            client = host.client = Client(backend, set_as_default=False)
         return client
 
     def secede(self) -> None:

@@ -2,9 +2,9 @@
 
 :class:`SchedulerHost` runs a :class:`~twofold.scheduler.SchedulerState`;
 :class:`WorkerHost` runs a :class:`~twofold.worker.WorkerState`, holds the
-worker's data (real Python objects), executes user functions on greenlets
-(see ``clock.py``) taking virtual time from the duration model, serves its
-data to peers, and sends heartbeats.  A host that crashes bumps its
+worker's data (real Python objects) and actors (``actors.py``), executes
+user functions on greenlets (see ``clock.py``) taking virtual time from the
+duration model, serves its data to peers, and sends heartbeats.  A host that crashes bumps its
 *incarnation*, so completions and transfers started before the crash are
 dropped when they arrive.
 """
@@ -38,6 +38,7 @@ from twofold.messages import (
 )
 from twofold.scheduler import SchedulerState
 from twofold.scheduler.state import key_prefix
+from twofold.sim.actors import SimActors
 from twofold.sim.models import _NONE_NBYTES, TaskInfo, function_name, measure_nbytes
 from twofold.sim.network import MESSAGE_OVERHEAD
 from twofold.worker import WorkerState
@@ -131,7 +132,7 @@ class SchedulerHost:
                 else:
                     network.post(address, dst, size, deliver, args)
             elif kind == 0:
-                background = out.token.startswith("ttl:")
+                background = out.background or out.token.startswith("ttl:")
                 clock.at(out.at, self._fire, out.token, background=background)
             else:
                 host = workers.get(out.worker)
@@ -165,6 +166,8 @@ class WorkerHost:
         self.slots: list[str | None] = []
         self.slot_of: dict[str, int] = {}
         self.rejoin_granted: set[str] = set()
+        #: this incarnation's actor instances and the calls they serve (see ``actors.py``)
+        self.actors = SimActors(self)
         #: the Client that tasks on this worker get from get_client()
         self.client: Any = None
         #: duration multiplier windows from cluster.slow(worker, ...)
@@ -184,6 +187,7 @@ class WorkerHost:
         self.slots = [None] * self.nthreads
         self.slot_of = {}
         self.rejoin_granted = set()
+        self.actors = SimActors(self)
         sim.trace.fault_or_event("worker-start", self.address)
         sim.to_scheduler(
             self.address,
@@ -203,6 +207,8 @@ class WorkerHost:
         self.state = None
         self.store = {}
         self.sizes = {}
+        self.actors.lose(f"its worker died ({reason})")
+        self._lose_client(reason)
         sim.clock.abort(self)
         # the scheduler notices the broken connection after one latency
         sched = sim.scheduler
@@ -222,8 +228,17 @@ class WorkerHost:
         self.sim.dead.add(self.address)
         self.incarnation += 1
         self.state = None
+        self.actors.lose(f"the scheduler closed its worker ({reason})")
+        self._lose_client(reason)
         self.sim.clock.abort(self)
         self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)
+
+    def _lose_client(self, reason: str) -> None:
+        """The tasks' client dies with the process (its locks and leases go back)."""
+        client, self.client = self.client, None
+        if client is not None:
+            client._backend.lose(reason)
+            client.close()
 
     def _restart_if_dead(self) -> None:
         if not self.alive and not self.sim.closed:
@@ -277,6 +292,8 @@ class WorkerHost:
                 for key in out.keys:
                     store.pop(key, None)
                     sizes.pop(key, None)
+                if self.actors.instances:
+                    self.actors.forget(out.keys)
             elif cls is RejoinGranted:
                 self.rejoin_granted.add(out.key)
             else:
@@ -285,6 +302,9 @@ class WorkerHost:
     # -- execution -------------------------------------------------------------
 
     def _execute(self, ex: Execute) -> None:
+        if ex.actor or ex.actor_deps:
+            self._execute_actor(ex)
+            return
         sim = self.sim
         func, args, kwargs = sim.objects[ex.run_spec]
         if ex.dependencies:
@@ -299,6 +319,20 @@ class WorkerHost:
         else:
             slot = self._take_slot(key)  # a task is traced once, when it stops
         sim.clock.spawn(self._run, self.incarnation, key, func, args, kwargs, slot)
+
+    def _execute_actor(self, ex: Execute) -> None:
+        """``_execute`` for a task that makes an actor, or takes actors as inputs (handles)."""
+        func, args, kwargs = self.sim.objects[ex.run_spec]
+        data = {key: self.store[key] for key in ex.dependencies}
+        if ex.actor_deps:
+            data.update(self.actors.handles(ex.actor_deps))
+        if data:
+            args = substitute(args, data)
+            kwargs = substitute(kwargs, data)
+        if ex.actor:
+            func = self.actors.birth(func, ex.key)
+        slot = self._take_slot(ex.key)
+        self.sim.clock.spawn(self._run, self.incarnation, ex.key, func, args, kwargs, slot)
 
     def _take_slot(self, key: str) -> int:
         slots = self.slots
@@ -431,6 +465,7 @@ class WorkerHost:
         keys = tuple(key for key, ts in self.state.tasks.items() if ts.state == "memory")
         self.store = {}
         self.sizes = {}
+        self.actors.forget(tuple(self.actors.instances))
         self.handle(DataLost(sim.clock.now, self.sid("lost"), keys))
         for key in keys:
             sim.to_scheduler(self.address, MissingData(sim.clock.now, self.sid("lost"), self.address, key, self.address))

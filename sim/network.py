@@ -52,6 +52,10 @@ class Network:
 
     def is_down(self, src: str, dst: str) -> bool:
         sim = self.sim
+        node_of = sim.node_of
+        if node_of:  # an endpoint that lives on a host goes down with it
+            src = node_of.get(src, src)
+            dst = node_of.get(dst, dst)
         dead = sim.dead
         if dead and (src in dead or dst in dead):
             return True
@@ -84,8 +88,7 @@ class Network:
         """:meth:`send` for control messages on the hot path: no loss callback,
         never background, arguments as one tuple (no packing)."""
         sim = self.sim
-        dead = sim.dead
-        if (dead and (src in dead or dst in dead)) or (self.partitions and self.is_down(src, dst)):
+        if (sim.dead or self.partitions) and self.is_down(src, dst):
             return
         clock = sim.clock
         if self.overrides or self.slow_links or self.delay_probability:

@@ -76,6 +76,8 @@ class Simulation:
         self.scheduler = SchedulerHost(self, state)
         self.workers: dict[str, WorkerHost] = {}
         self.clients: dict[str, Any] = {}
+        #: endpoint -> the host it lives on (a task's client -> its worker), for deaths and partitions
+        self.node_of: dict[str, str] = {}
         #: addresses that cannot send or receive (crashed workers, closed clients
         #: and, once the cluster is closed, the scheduler)
         self.dead: set[str] = set()

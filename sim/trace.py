@@ -18,6 +18,7 @@ FIELDS = {
     "transfer": ("source", "destination", "keys", "nbytes", "start", "stop"),
     "transition": ("key", "start_state", "finish_state", "stimulus_id"),
     "fault": ("what", "target", "detail"),
+    "actor": ("worker", "key", "method", "start", "stop", "ok"),
 }
 
 
@@ -34,6 +35,10 @@ class Trace:
 
     def transfer(self, source: str, destination: str, keys: tuple, nbytes: int, start: float, stop: float) -> None:
         self._records.append(("transfer", stop, source, destination, keys, nbytes, start, stop))
+
+    def actor_call(self, worker: str, key: str, method: str, start: float, stop: float, ok: bool) -> None:
+        """One actor call (method call or attribute read) served by ``worker``."""
+        self._records.append(("actor", stop, worker, key, method, start, stop, ok))
 
     def fault_or_event(self, what: str, target: str, detail: str = "") -> None:
         self._records.append(("fault", self.clock_now(), what, target, detail))
@@ -77,6 +82,8 @@ class Trace:
                 rec = (kind, rec[1], rec[2], rec[3], canon(rec[4]), rec[5], rec[6], rec[7])
             elif kind == "transfer":
                 rec = rec[:4] + (tuple(canon(k) for k in rec[4]),) + rec[5:]
+            elif kind == "actor":
+                rec = rec[:3] + (canon(rec[3]),) + rec[4:]
             elif kind == "transition":
                 rec = (kind, rec[1], canon(rec[2]), rec[3], rec[4])  # stimulus ids embed counters only
             h.update(repr(rec).encode())

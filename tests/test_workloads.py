@@ -366,8 +366,19 @@ def test_round_robin_moves_more_data_than_earliest_start_on_map_reduce():
 PLAIN = (str, float, int, bool, tuple)
 
 
+class Tally:
+    """An actor: its calls are the trace's "actor" records."""
+
+    def __init__(self):
+        self.n = 0
+
+    def add(self, x):
+        self.n += x
+        return self.n
+
+
 def faulty_run():
-    """A small workload with a crash, a slow worker and a partition: every record kind."""
+    """A small workload with a crash, a slow worker, a partition and an actor: every record kind."""
     g = map_reduce(6, 3, duration=0.1, nbytes=NB)
     cluster = SimCluster(n_workers=3, threads_per_worker=1, seed=0, validate=True, durations=graph_models(g))
     cluster.slow("worker-0", 2.0, start=0.0, end=0.15)
@@ -377,6 +388,8 @@ def faulty_run():
         futures = submit_graph(client, g)
         wait([futures[n] for n in g if g.out_degree(n) == 0])
         assert all(f.status == "finished" for f in futures.values())
+        tally = client.submit(Tally, actor=True).result()
+        assert tally.add(2).result() == 2
     return cluster, g
 
 

@@ -8,6 +8,8 @@ runtime's); nothing here knows which one.
 from twofold.lazy import lazy_attributes
 
 _LAZY = {
+    "Actor": "twofold.client.actor",
+    "ActorFuture": "twofold.client.actor",
     "Client": "twofold.client.client",
     "default_client": "twofold.client.client",
     "get_client": "twofold.client.client",
@@ -23,6 +25,8 @@ _LAZY = {
 __getattr__, __dir__ = lazy_attributes("twofold.client", globals(), _LAZY)
 
 __all__ = [
+    "Actor",
+    "ActorFuture",
     "Client",
     "DoneAndNotDoneFutures",
     "Future",

@@ -65,8 +65,11 @@ class Backend(ABC):
         """Deliver every scheduler -> client message to ``receiver``, in order."""
 
     @abstractmethod
-    def send(self, msgs: Sequence[Message]) -> None:
-        """Send messages to the scheduler, in order (the backend may batch)."""
+    def send(self, msgs: Sequence[Message], background: bool = False) -> None:
+        """Send messages to the scheduler, in order (the backend may batch).
+
+        ``background``: keep-alives (lease refreshes) that, in the simulator,
+        do not keep a stalled run alive."""
 
     # -- user objects ----------------------------------------------------------
 
@@ -95,6 +98,13 @@ class Backend(ABC):
         :class:`~twofold.errors.SimulationStalled` if nothing left to simulate
         can make it true."""
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback()`` once, ``delay`` backend seconds from now, in the backend's
+        own thread or loop (keep-alives such as semaphore lease refreshes); returns a
+        function that cancels it.  The simulator runs it as a background event (it
+        does not keep a stalled simulation alive)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot schedule callbacks")
+
     # -- data plane ------------------------------------------------------------
 
     @abstractmethod
@@ -114,6 +124,21 @@ class Backend(ABC):
         until done; return ``{key: (nbytes, typename)}``.  ``free_seqs`` (from
         the ScatterPlan) goes with the data to each worker (``DataPut.after``).  Raises
         :class:`~twofold.errors.CommClosedError` if a worker is gone."""
+
+    # -- actors --------------------------------------------------------------------
+
+    def actor_call(self, worker: str, key: str, kind: str, name: str, args: tuple, kwargs: dict,
+                   call: Any) -> None:
+        """Send an actor request straight to ``worker`` (not via the scheduler) and return at once.
+
+        ``kind`` is ``"call"`` (``name(*args, **kwargs)``) or ``"getattr"``
+        (read ``name``).  Later, from any thread, settle ``call`` (a
+        :class:`~twofold.client.actor.PendingCall`) once with the outcome and
+        wake ``wait_until``; a worker that is gone, dies before answering or
+        no longer holds ``key`` settles it with ``call.lost(why)``.  Calls
+        from one backend to one actor run in the order they were sent.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support actors")
 
     @abstractmethod
     def close(self) -> None:

@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from twofold.client.backend import Backend
+from twofold.client.coordinating import CoordinationPlumbing
 from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
+from twofold.errors import CommClosedError
 from twofold.messages import (
     AddClient,
     CancelKeys,
@@ -58,6 +60,8 @@ from twofold.messages import (
     ScatterPlan,
     SchedulerInfoReply,
     TaskSpec,
+    CoordinationReply,
+    TopicMessages,
     UpdateGraph,
     WhoHasReply,
 )
@@ -240,13 +244,18 @@ class SchedulerInfo:
 class _Request:
     """A question to the scheduler awaiting its reply (who_has, scatter plan)."""
 
-    __slots__ = ("states", "reply", "gens")
+    __slots__ = ("states", "reply", "gens", "seq", "decode_items", "value")
 
     def __init__(self, states: Iterable[FutureState] = ()):
         self.states = tuple(states)
         self.reply: Message | None = None
         #: each asked state's generation when the reply arrived
         self.gens: dict[int, int] = {}
+        #: (coordination requests) the request's sequence number, whether the reply's
+        #: value holds items to decode on receipt, and the decoded value
+        self.seq = 0
+        self.decode_items = False
+        self.value: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -254,7 +263,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods):
+class Client(DataMethods, InfoMethods, CoordinationPlumbing):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or
@@ -281,6 +290,10 @@ class Client(DataMethods, InfoMethods):
         self._drops: deque[FutureState] = deque()
         self._cancelled_keys: dict[str, None] = {}
         self._requests: dict[str, _Request] = {}
+        #: keys whose scheduler-side reference a primitive handed over twice (released on the next send)
+        self._extra_releases: list[str] = []
+        #: live Sub objects by id, for TopicMessages
+        self._subs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._seq = 0
         self.timeout = timeout
         backend = _connect(address, self, kwargs)
@@ -345,6 +358,8 @@ class Client(DataMethods, InfoMethods):
             try:
                 _, sid = self._next_sid("close")
                 self._backend.send([RemoveClient(self._backend.now(), sid, self.id)])
+            except CommClosedError:
+                pass  # the connection is gone already: the scheduler drops us by itself
             except Exception:
                 log().warning("could not tell the scheduler that %r closed", self, exc_info=True)
             due: list = []
@@ -441,6 +456,9 @@ class Client(DataMethods, InfoMethods):
         and the scheduler must see the graph before it lets go of the key.
         """
         released = self._settle_drops()
+        if self._extra_releases:
+            released += self._extra_releases
+            self._extra_releases = []
         if released:
             _, sid = self._next_sid("release")
             msgs.append(ReleaseKeys(self._backend.now(), sid, self.id, tuple(released)))
@@ -793,4 +811,6 @@ _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
     WhoHasReply: Client._on_reply,
     ScatterPlan: Client._on_reply,
     SchedulerInfoReply: Client._on_reply,
+    CoordinationReply: Client._on_coordination_reply,
+    TopicMessages: Client._on_topic,
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
+from twofold.client.actor import Actor
 from twofold.client.future import (
     DONE,
     FAILED,
@@ -378,7 +379,10 @@ class DataMethods:
 def _pack(obj: Any, values: dict[int, Any]) -> Any:
     """``obj`` with futures replaced by values; skipped ones left out."""
     if isinstance(obj, Future):
-        return values.get(id(obj._state), _SKIPPED)
+        value = values.get(id(obj._state), _SKIPPED)
+        if type(value) is Actor:
+            return value._bind(obj.client, obj)  # as Future.result() does
+        return value
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
+from twofold.client.actor import Actor
 from twofold.errors import TimeoutError
 from twofold.messages import TaskError
 
@@ -269,12 +270,15 @@ class Future:
         try:
             # ``self`` stays referenced while we wait: a temporary future
             # (``client.submit(f).result()``) must not be released mid-wait
-            return client._result(state, timeout)
+            value = client._result(state, timeout)
         except BaseException:
             # the raised exception's traceback keeps this frame, and the exception
             # is cached on the state: holding ``self`` there would keep the key alive
             del self
             raise
+        if type(value) is Actor:
+            return value._bind(client, self)  # the handle keeps the actor alive
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception once it erred; None if it finished or was cancelled."""

@@ -106,12 +106,15 @@ class Extension:
         """Emit an output of the current event."""
         self.state._outs.append(msg)
 
-    def set_timer(self, at: float, arg: str = "") -> None:
-        """``on_timer(token, arg)`` at ``at``; a timer with the same arg replaces the pending one."""
+    def set_timer(self, at: float, arg: str = "", background: bool = False) -> None:
+        """``on_timer(token, arg)`` at ``at``; a timer with the same arg replaces the pending one.
+
+        ``background``: a keep-alive check that, alone, should not keep a
+        simulated run from being declared stalled."""
         prefix = self.timer_prefix
         if prefix is None:
             raise TypeError(f"{type(self).__name__} declares no timer_prefix")
-        self.state._set_timer(at, f"{prefix}:{arg}" if arg else prefix)
+        self.state._set_timer(at, f"{prefix}:{arg}" if arg else prefix, background)
 
     def cancel_timer(self, arg: str = "") -> None:
         """Forget a pending timer (its TimerFired, when it comes, is ignored)."""

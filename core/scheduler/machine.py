@@ -188,9 +188,9 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         ws.free_seq += 1
         self._outs.append(FreeKeys(self._now, self._sid, ws.address, tuple(keys), ws.free_seq))
 
-    def _set_timer(self, at: float, token: str) -> None:
+    def _set_timer(self, at: float, token: str, background: bool = False) -> None:
         self.timers[token] = at
-        self._outs.append(SetTimer(self._now, self._sid, at, token))
+        self._outs.append(SetTimer(self._now, self._sid, at, token, background))
 
     def _on_timer(self, event: TimerFired) -> None:
         token = event.token
