@@ -470,7 +470,7 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing):
         when idle so that dropped futures free cluster memory without waiting
         for the client's next action."""
         with self._lock:
-            if self._drops and self.status == "running":
+            if (self._drops or self._extra_releases) and self.status == "running":
                 self._send([])
 
     def _deadline(self, timeout: float | None) -> float | None:

@@ -219,15 +219,19 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
 
     # -- references held by extensions ---------------------------------------
 
-    def hold_key(self, holder: str, key: str) -> bool:
+    def hold_key(self, holder: str, key: str, report: bool = False) -> bool:
         """Let ``holder`` (a pseudo-client name, e.g. ``"queue:jobs"``) keep ``key``
-        alive, as a client's future would; False if the scheduler does not know it."""
+        alive, as a client's future would; False if the scheduler does not know it.
+
+        ``report``: ``holder`` is a real client: tell it the key's status."""
         ts = self.tasks.get(key)
         if ts is None:
             return False
         self._add_wants(self._client(holder), ts)
         if ts.state == "released":
             self._transitions({ts: "waiting"})
+        elif report:
+            self._report_status(holder, ts)
         return True
 
     def release_key(self, holder: str, key: str) -> None:
@@ -244,15 +248,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     def give_key(self, client: str, key: str) -> bool:
         """Add a reference of ``client`` to ``key`` and tell it the key's status
         (a future handed to it by a primitive); False if the key is unknown."""
-        ts = self.tasks.get(key)
-        if ts is None:
-            return False
-        self._add_wants(self._client(client), ts)
-        if ts.state == "released":
-            self._transitions({ts: "waiting"})
-        else:
-            self._report_status(client, ts)
-        return True
+        return self.hold_key(client, key, report=True)
 
     # -- placement helpers -------------------------------------------------
 
