@@ -39,6 +39,8 @@ class SchedulerConfig:
     duration_smoothing: float = 0.5
     #: a semaphore lease not refreshed for this long (seconds) is released (dask's ``lease-timeout``)
     semaphore_lease_timeout: float = 30.0
+    #: structured events (``log_event``) kept per topic
+    events_per_topic: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

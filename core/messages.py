@@ -1039,3 +1039,4 @@ from twofold.messages_coordination import (  # noqa: E402,F401
     TopicMessages,
     VariableRequest,
 )
+from twofold.messages_sharing import DatasetRequest, EventLogRequest, MetadataRequest, TopicEvent  # noqa: E402,F401

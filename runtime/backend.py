@@ -24,11 +24,11 @@ from twofold.client.backend import Backend, keys_by_worker
 from twofold.client.client import register_address
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import Message, TaskError
-from twofold.runtime import actors
+from twofold.runtime import actors, topics
 from twofold.runtime import loop as loops
 from twofold.runtime.comm import connect
 from twofold.runtime.execution import RunSpecEncoder
-from twofold.runtime.payload import pack, unpack
+from twofold.runtime.payload import dumps_small, pack, unpack
 from twofold.runtime.protocol import DataReply, GetData, PutData, PutReply
 from twofold.runtime.rpc import ConnectionPool
 from twofold.runtime.scheduler import SchedulerServer
@@ -177,6 +177,9 @@ class RuntimeBackend(Backend):
             if isinstance(exc, BaseException):
                 return exc.with_traceback(rebuild(error.traceback))
         return error_class(error.typename)(error.message)
+
+    def dump_value(self, obj: Any) -> bytes:
+        return dumps_small(obj)
 
     def load_inline(self, data: bytes) -> Any:
         return pickle.loads(data)
@@ -355,8 +358,17 @@ class RuntimeBackend(Backend):
             raise CommClosedError(f"{self._id} is closed")
         actors.post_call(self, worker, key, kind, name, args, kwargs, call)
 
+    # -- pub/sub ---------------------------------------------------------------------------
+
+    def topic_post(self, worker: str, name: str, subs: tuple[str, ...], payloads: tuple[bytes, ...]) -> None:
+        """Straight to the worker's data port (see :mod:`twofold.runtime.topics`): into the
+        Subs themselves when it runs in this process, else queued and posted in order."""
+        if self._closed:
+            raise CommClosedError(f"{self._id} is closed")
+        topics.post(self, worker, name, subs, payloads)
+
     def _wake(self) -> None:
-        """An actor call was settled (any thread): waits look again."""
+        """An actor call was settled, or a Sub of this client took values (any thread): waits look again."""
         with self._cond:
             self._cond.notify_all()
 

@@ -98,6 +98,9 @@ class SimBackend(Backend):
             return self.sim.objects[error.exception]
         return error_class(error.typename)(error.message)
 
+    def dump_value(self, obj: Any) -> bytes:
+        return self.sim.put_object(obj)
+
     def load_inline(self, data: bytes) -> Any:
         return self.sim.objects[data]
 
@@ -238,6 +241,19 @@ class SimBackend(Backend):
         size = MESSAGE_OVERHEAD + actors.payload_size(args, kwargs)
         sim.network.send(self._id, worker, size, actors.deliver, host, self._id, key, kind, name, args, kwargs,
                          settle, lost, on_fail=lambda: lost("its worker is gone or unreachable"))  # fmt: skip
+
+    def topic_post(self, worker: str, name: str, subs: tuple[str, ...], payloads: tuple[bytes, ...]) -> None:
+        """Over the network from this client's worker to ``worker`` (``WorkerHost.topic_post``):
+        in order per link; lost if either end is down (nobody is told, nothing waits)."""
+        if self._closed:
+            raise CommClosedError(f"client {self._id} is closed")
+        sim = self.sim
+        host = sim.workers.get(worker)
+        if host is None:
+            return
+        size = MESSAGE_OVERHEAD + sum(len(p) for p in payloads)
+        sim.network.post(sim.node_of.get(self._id, self._id), worker, size, host.topic_post,
+                         (host.incarnation, subs, payloads))  # fmt: skip
 
     def close(self) -> None:
         if self._closed:

@@ -85,6 +85,11 @@ class Backend(ABC):
         errors (``error.exception is None``) build it from ``error.typename``
         with :func:`twofold.errors.error_class`."""
 
+    def dump_value(self, obj: Any) -> bytes:
+        """``obj`` as opaque bytes the scheduler may keep for other clients (a published
+        dataset); :meth:`load_inline` turns them back."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serialize values")
+
     @abstractmethod
     def load_inline(self, data: bytes) -> Any:
         """A result that rode along with its completion (``KeyInMemory.inline``)."""
@@ -139,6 +144,20 @@ class Backend(ABC):
         from one backend to one actor run in the order they were sent.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support actors")
+
+    # -- pub/sub -------------------------------------------------------------------
+
+    def topic_post(self, worker: str, name: str, subs: tuple[str, ...], payloads: tuple[bytes, ...]) -> None:
+        """Send published values (msgpack bytes) straight to the subscribers ``subs`` of topic
+        ``name`` that live on ``worker`` (not via the scheduler), and return at once.
+
+        Called by a client on a worker (a task's Pub).  On arrival the values go into those
+        Sub objects in that worker's process (``twofold.client.pubsub.deliver``), whose
+        waits then look again.  Posts from one backend to one worker arrive in the order
+        they were made; what cannot be delivered (the worker is gone or unreachable) is
+        dropped, never waited for.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot publish to workers directly")
 
     @abstractmethod
     def close(self) -> None:

@@ -38,6 +38,7 @@ from twofold.client.backend import Backend
 from twofold.client.coordinating import CoordinationPlumbing
 from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
+from twofold.client.sharing import SharingMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
@@ -61,6 +62,7 @@ from twofold.messages import (
     SchedulerInfoReply,
     TaskSpec,
     CoordinationReply,
+    TopicEvent,
     TopicMessages,
     UpdateGraph,
     WhoHasReply,
@@ -244,17 +246,17 @@ class SchedulerInfo:
 class _Request:
     """A question to the scheduler awaiting its reply (who_has, scatter plan)."""
 
-    __slots__ = ("states", "reply", "gens", "seq", "decode_items", "value")
+    __slots__ = ("states", "reply", "gens", "seq", "decode", "value")
 
     def __init__(self, states: Iterable[FutureState] = ()):
         self.states = tuple(states)
         self.reply: Message | None = None
         #: each asked state's generation when the reply arrived
         self.gens: dict[int, int] = {}
-        #: (coordination requests) the request's sequence number, whether the reply's
-        #: value holds items to decode on receipt, and the decoded value
+        #: (coordination requests) the request's sequence number, what decodes the
+        #: reply's value on receipt (None: nothing), and the decoded value
         self.seq = 0
-        self.decode_items = False
+        self.decode: Callable[[Any, int], Any] | None = None
         self.value: Any = None
 
 
@@ -263,7 +265,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods, CoordinationPlumbing):
+class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or
@@ -294,6 +296,8 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing):
         self._extra_releases: list[str] = []
         #: live Sub objects by id, for TopicMessages
         self._subs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        #: topic -> handler of subscribe_topic
+        self._topic_handlers: dict[str, Callable] = {}
         self._seq = 0
         self.timeout = timeout
         backend = _connect(address, self, kwargs)
@@ -813,4 +817,5 @@ _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
     SchedulerInfoReply: Client._on_reply,
     CoordinationReply: Client._on_coordination_reply,
     TopicMessages: Client._on_topic,
+    TopicEvent: Client._on_topic_event,
 }

@@ -93,13 +93,20 @@ def _unpack(data: bytes) -> Any:
 class CoordinationPlumbing:
     """Mixin of :class:`~twofold.Client`."""
 
-    def _coordinate(self: Client, make: Callable[[float, str, str], Any], items: bool = False) -> Any:
-        """Send ``make(now, stimulus_id, request_id)``, wait for its reply, return its value
-        (items decoded if ``items``); an error reply raises the error it names."""
+    def _coordinate(
+        self: Client, make: Callable[[float, str, str], Any], items: bool = False,
+        decode: Callable[[Any, int], Any] | None = None,
+    ) -> Any:
+        """Send ``make(now, stimulus_id, request_id)``, wait for its reply, return its value;
+        an error reply raises the error it names.
+
+        ``items``: the value is a list of items, decoded on receipt;
+        ``decode(value, seq)``: any other decoding that must happen on receipt
+        (under the lock: it may adopt futures)."""
         from twofold.client.client import _Request
 
         req = _Request()
-        req.decode_items = items
+        req.decode = self._decode_items if items else decode
         with self._lock:
             self._check_running()
             seq, sid = self._next_sid("coord")
@@ -118,7 +125,7 @@ class CoordinationPlumbing:
         reply = req.reply
         if not reply.ok:
             raise _ERRORS.get(reply.error_type, RuntimeError)(reply.error)
-        return req.value if items else reply.value
+        return req.value if req.decode is not None else reply.value
 
     def _tell(self: Client, make: Callable[[float, str, str], Any], background: bool = False) -> None:
         """Send a request that wants no reply (``request_id`` empty); ``background``:
@@ -137,13 +144,16 @@ class CoordinationPlumbing:
     def _on_coordination_reply(self: Client, msg: CoordinationReply) -> list:
         req = self._requests.get(msg.request_id)
         if req is not None:
-            if msg.ok and getattr(req, "decode_items", False):
-                req.value = [self._item(item, req.seq) for item in msg.value]
+            if msg.ok and req.decode is not None:
+                req.value = req.decode(msg.value, req.seq)
             req.reply = msg
         elif msg.ok and isinstance(msg.value, (list, tuple)):
             # nobody waits any more (the client closed its wait): give back what came
             self._extra_releases += [i[1] for i in msg.value if type(i) in (list, tuple) and i[:1] == ("future",)]
         return []
+
+    def _decode_items(self: Client, value: Any, seq: int) -> list:
+        return [self._item(item, seq) for item in value]
 
     def _item(self: Client, item: Any, seq: int) -> Any:
         kind, payload = item

@@ -33,11 +33,13 @@ from twofold.taskqueue import TaskQueue
 
 
 def default_extensions() -> list[Extension]:
-    """What a scheduler runs unless told otherwise: work stealing and the coordination primitives."""
+    """What a scheduler runs unless told otherwise: work stealing, the coordination
+    primitives, and what clients share (datasets, metadata, events)."""
     from twofold.scheduler.coordination import coordination_extensions
+    from twofold.scheduler.sharing import sharing_extensions
     from twofold.scheduler.stealing import Stealing
 
-    return [Stealing(), *coordination_extensions()]
+    return [Stealing(), *coordination_extensions(), *sharing_extensions()]
 
 
 class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):

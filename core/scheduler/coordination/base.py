@@ -72,8 +72,9 @@ class CoordinationExtension(Extension):
     def _on_request(self, event: Any) -> None:
         self._served += 1
         try:
-            if not isinstance(event.name, str) or len(event.name) > self.max_name:
-                raise Refused("TypeError", f"a {self.name} name must be a str, got {type(event.name).__name__}")
+            name = getattr(event, "name", "")
+            if not isinstance(name, str) or len(name) > self.max_name:
+                raise Refused("TypeError", f"a {self.name} name must be a str, got {type(name).__name__}")
             method = self.actions.get(event.action) if isinstance(event.action, str) else None
             if method is None:
                 raise Refused("ValueError", f"{self.name}: unknown action {event.action!r}")

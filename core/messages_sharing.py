@@ -1,0 +1,64 @@
+"""Messages of what clients share through the scheduler: datasets, metadata, events.
+
+Part of the vocabulary of ``twofold.messages`` (registered with it).  Each
+kind has one request type with an ``action``, answered by one
+``CoordinationReply`` (the coordination primitives' reply).  User objects
+are opaque to the scheduler: a dataset's structure is bytes the client made
+(with its futures replaced by placeholders, their keys listed in ``keys``
+so the scheduler keeps their data), metadata and event messages are msgpack
+bytes the clients pack and unpack.
+"""
+
+from __future__ import annotations
+
+from twofold.messages import message
+from twofold.messages import Message
+
+
+@message(by="client")
+class DatasetRequest(Message):
+    """``action``: "publish" (``data``, ``keys``, ``override``), "get", "list", "unpublish"."""
+
+    client: str
+    request_id: str
+    action: str
+    name: str
+    data: bytes | None = None
+    keys: tuple[str, ...] = ()
+    override: bool = False
+
+
+@message(by="client")
+class MetadataRequest(Message):
+    """``action``: "set" (``value``: msgpack bytes) or "get", at the nested ``path`` of keys."""
+
+    client: str
+    request_id: str
+    action: str
+    path: tuple[str | int, ...]
+    value: bytes | None = None
+
+
+@message(by="client")
+class EventLogRequest(Message):
+    """``action``: "log" (``topics``, ``msg``: msgpack bytes), "get" (``topics`` empty: all),
+    "subscribe", "unsubscribe"."""
+
+    client: str
+    request_id: str
+    action: str
+    topics: tuple[str, ...]
+    msg: bytes | None = None
+
+
+@message(to="client")
+class TopicEvent(Message):
+    """An event logged to ``topic`` at the scheduler's time ``time``, for a subscribed client."""
+
+    client: str
+    topic: str
+    time: float
+    msg: bytes
+
+
+__all__ = ["DatasetRequest", "EventLogRequest", "MetadataRequest", "TopicEvent"]
