@@ -1039,4 +1039,10 @@ from twofold.messages_coordination import (  # noqa: E402,F401
     TopicMessages,
     VariableRequest,
 )
-from twofold.messages_sharing import DatasetRequest, EventLogRequest, MetadataRequest, TopicEvent  # noqa: E402,F401
+from twofold.messages_sharing import (  # noqa: E402,F401
+    DatasetRequest,
+    EventLogRequest,
+    InspectRequest,
+    MetadataRequest,
+    TopicEvent,
+)

@@ -62,3 +62,20 @@ class TopicEvent(Message):
 
 
 __all__ = ["DatasetRequest", "EventLogRequest", "MetadataRequest", "TopicEvent"]
+
+
+@message(by="client")
+class InspectRequest(Message):
+    """What the scheduler knows of keys and workers: ``action`` "has_what", "processing"
+    (``workers``: addresses or names, None: all) or "nbytes" (``keys``, None: all in
+    memory; ``summary``: totals by key prefix)."""
+
+    client: str
+    request_id: str
+    action: str
+    workers: tuple[str, ...] | None = None
+    keys: tuple[str, ...] | None = None
+    summary: bool = False
+
+
+__all__ += ["InspectRequest"]

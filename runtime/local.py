@@ -67,6 +67,7 @@ class LocalCluster:
         timeout: float = 60.0,
         silence_logs: bool = True,  # worker processes log warnings and errors only (as dask's default)
         name: str = "local",
+        dashboard_address: Any = ":8787",
     ):
         cores = os.cpu_count() or 1
         if n_workers is None:
@@ -87,6 +88,11 @@ class LocalCluster:
         self.resources = dict(resources) if resources else None
         self.security = security or Security.from_env()
         self.name = name
+        from twofold.client.client import check_dashboard_address
+
+        #: accepted as dask's; no dashboard is served yet, so ``dashboard_link`` is None
+        self.dashboard_address = check_dashboard_address(dashboard_address)
+        self.dashboard_link: str | None = None
         self._host = host
         self._port = scheduler_port
         self._config = scheduler_config

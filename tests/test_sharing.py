@@ -196,3 +196,62 @@ def test_on_the_simulator_event_times_are_virtual(cluster, client, name):
     client.log_event(name, "late")
     (when, msg), = client.get_events(name)
     assert 12.5 < when < 12.6 and msg == "late"
+
+
+# --------------------------------------------------------------------------
+# introspection: has_what, processing, nbytes
+# --------------------------------------------------------------------------
+
+
+def test_has_what_and_nbytes_follow_the_data(client, cluster, name):
+    futures = client.map(inc, range(4), key=[f"{name}-{i}" for i in range(4)])
+    client.gather(futures)
+    held = client.has_what()
+    assert set(held) == set(client.scheduler_info()["workers"])
+    ours = sorted(k for keys in held.values() for k in keys if k.startswith(name))
+    assert ours == sorted(f.key for f in futures)
+    who = client.who_has(futures)
+    for key, workers in who.items():
+        assert all(key in held[w] for w in workers)
+    one = next(iter(held))
+    assert set(client.has_what(workers=[one])) == {one}
+    sizes = client.nbytes(futures, summary=False)
+    assert set(sizes) == {f.key for f in futures} and all(n > 0 for n in sizes.values())
+    assert client.nbytes(futures) == {name: sum(sizes.values())}  # by key prefix, as dask's summary
+    assert client.nbytes([f.key for f in futures[:2]], summary=False) == {f.key: sizes[f.key] for f in futures[:2]}
+
+
+def test_processing_lists_every_worker(client):
+    assert all(isinstance(keys, tuple) for keys in client.processing().values())
+    assert set(client.processing()) == set(client.scheduler_info()["workers"])
+    with pytest.raises(TypeError, match="summary"):
+        client.nbytes(summary="yes")
+
+
+def test_processing_on_the_simulator_shows_the_running_task(name):
+    from twofold.sim import SimCluster
+
+    with SimCluster(n_workers=2, threads_per_worker=1, durations={"*": 5.0}, validate=True) as cluster:
+        with Client(cluster, set_as_default=False) as c:
+            f = c.submit(inc, 1, key=f"{name}-slow", workers=["worker-1"])
+            cluster.run(1.0)
+            assert c.processing() == {"worker-0": (), "worker-1": (f.key,)}
+            assert c.processing(workers="worker-1") == {"worker-1": (f.key,)}
+            f.result()
+            assert c.processing() == {"worker-0": (), "worker-1": ()}
+
+
+# --------------------------------------------------------------------------
+# dashboard_address: accepted as dask's; no dashboard yet, so no link
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", [None, ":0", ":8787", "127.0.0.1:8787"])
+def test_dashboard_address_is_accepted_and_the_link_is_none_until_one_is_served(cluster, address):
+    with Client(cluster, set_as_default=False, dashboard_address=address) as c:
+        assert c.dashboard_link is None
+
+
+def test_a_bad_dashboard_address_is_a_type_error(cluster):
+    with pytest.raises(TypeError, match="dashboard_address"):
+        Client(cluster, set_as_default=False, dashboard_address=[8787])

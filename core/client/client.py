@@ -101,8 +101,18 @@ def _supported() -> str:
 _CONNECT_KWARGS = ("security",)
 
 
+def check_dashboard_address(value: Any) -> Any:
+    """``None`` (no dashboard) or an address such as ``":8787"``, ``":0"``, ``"127.0.0.1:8787"``."""
+    if isinstance(value, bool) or (value is not None and not isinstance(value, (str, int))):
+        raise TypeError(f"dashboard_address= takes None or an address such as ':8787', got {value!r}")
+    return value
+
+
 def _connect(address: Any, client: Client, kwargs: dict) -> Backend:
     scheduler_file = kwargs.pop("scheduler_file", None)
+    dashboard = check_dashboard_address(kwargs.pop("dashboard_address", ":8787"))
+    if address is None and dashboard != ":8787":
+        kwargs["dashboard_address"] = dashboard  # an option of the LocalCluster Client() starts
     if scheduler_file is not None:
         if address is not None:
             raise ValueError("Client() takes an address or scheduler_file=, not both")
@@ -318,6 +328,11 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods):
     @property
     def cluster(self) -> Any:
         return self._backend.cluster
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The cluster's dashboard, if it serves one (none does yet: None, never a wrong link)."""
+        return getattr(self.cluster, "dashboard_link", None)
 
     @classmethod
     def current(cls, allow_global: bool = True) -> Client:

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from twofold.client.options import check_timeout, normalize_workers
 from twofold.errors import TimeoutError
+from twofold.client.future import iter_futures
 from twofold.messages import SchedulerInfoReply, SchedulerInfoRequest
+from twofold.messages_sharing import InspectRequest
 
 if TYPE_CHECKING:
     from twofold.client.client import Client
@@ -103,3 +105,42 @@ class InfoMethods:
                 f"wait_for_workers: the scheduler at {self.scheduler.address} still had fewer than "
                 f"{n_workers} worker(s) after {timeout:g} s"
             ) from None
+
+    # -- keys and workers ------------------------------------------------------------
+
+    def _inspect(self: Client, action: str, workers: Any = None, keys: Any = None, summary: bool = False) -> Any:
+        pool = normalize_workers(workers)
+        return self._coordinate(lambda now, sid, rid: InspectRequest(now, sid, self.id, rid, action, pool, keys,
+                                                                    summary))  # fmt: skip
+
+    def has_what(self: Client, workers: Any = None, **kwargs: Any) -> dict[str, tuple[str, ...]]:
+        """The keys each worker holds in memory, by address (``workers``: some of them)."""
+        return self._inspect("has_what", workers)
+
+    def processing(self: Client, workers: Any = None) -> dict[str, tuple[str, ...]]:
+        """The keys each worker is processing (assigned, not yet finished), by address."""
+        return self._inspect("processing", workers)
+
+    def nbytes(self: Client, keys: Any = None, summary: bool = True, **kwargs: Any) -> dict[str, int]:
+        """Bytes of each key in memory (``keys``: futures or keys; all if None); with
+        ``summary`` (the default, as dask's), totals by key prefix (``"inc"`` for ``"inc-3f2a"``)."""
+        if not isinstance(summary, bool):
+            raise TypeError(f"summary= must be True or False, got {summary!r}")
+        if keys is not None:
+            keys = tuple(k if isinstance(k, str) else k.key for k in iter_futures_or_keys(keys))
+        return self._inspect("nbytes", keys=keys, summary=summary)
+
+
+def iter_futures_or_keys(obj: Any):
+    """Keys (str) and futures, from one or a collection of them."""
+    if isinstance(obj, str):
+        yield obj
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for item in obj:
+            if isinstance(item, str):
+                yield item
+            else:
+                yield from iter_futures(item)
+        return
+    yield from iter_futures(obj)

@@ -1,15 +1,17 @@
-"""What clients share through the scheduler: datasets, metadata, events (one extension each)."""
+"""What clients share through the scheduler: datasets, metadata, events; and what they
+may ask of its records (introspection).  One extension each."""
 
 from __future__ import annotations
 
 from twofold.scheduler.sharing.datasets import Datasets
 from twofold.scheduler.sharing.events import EventLog
+from twofold.scheduler.sharing.inspect import Inspect
 from twofold.scheduler.sharing.metadata import Metadata
 
 
 def sharing_extensions() -> list:
     """Fresh instances of every sharing extension, for one scheduler."""
-    return [Datasets(), Metadata(), EventLog()]
+    return [Datasets(), Metadata(), EventLog(), Inspect()]
 
 
-__all__ = ["Datasets", "EventLog", "Metadata", "sharing_extensions"]
+__all__ = ["Datasets", "EventLog", "Inspect", "Metadata", "sharing_extensions"]
