@@ -1,7 +1,7 @@
 """twofold: futures on a cluster, on real machines or in a deterministic simulator."""
 
 from twofold.config import SchedulerConfig, WorkerConfig
-from twofold.context import rejoin, secede
+from twofold.context import get_worker, rejoin, secede
 from twofold.errors import CancelledError, FutureLost, InvalidGraph, KilledWorker, TimeoutError
 from twofold.lazy import lazy_attributes
 from twofold.scheduler import SchedulerState
@@ -27,6 +27,8 @@ __all__ = [
     "default_client",
     "fire_and_forget",
     "get_client",
+    "get_worker",
+    "worker_client",
     "rejoin",
     "secede",
     "wait",
@@ -54,6 +56,7 @@ _LAZY = {
     "default_client": "twofold.client",
     "fire_and_forget": "twofold.client",
     "get_client": "twofold.client",
+    "worker_client": "twofold.client.client",
     "wait": "twofold.client",
     "LocalCluster": "twofold.runtime.local",
     "Security": "twofold.runtime.security",

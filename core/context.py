@@ -25,6 +25,10 @@ class TaskContext(Protocol):
     def rejoin(self) -> None:
         """Block until the worker has a thread slot for the task again."""
 
+    def worker_object(self) -> Any:
+        """The driver's worker running the task (``get_worker()``): ``address``, ``name``,
+        ``nthreads``, ``data`` (the keys it holds)."""
+
 
 _providers: list[Callable[[], TaskContext | None]] = []
 
@@ -56,3 +60,12 @@ def rejoin() -> None:
     if ctx is None:
         raise RuntimeError("rejoin() can only be called from inside a running task")
     ctx.rejoin()
+
+
+def get_worker() -> Any:
+    """The worker running the current task: ``address``, ``name``, ``nthreads``, ``data``
+    (a mapping of the keys it holds to their values).  ValueError outside a task."""
+    ctx = current_task()
+    if ctx is None:
+        raise ValueError("No worker found: get_worker() can only be called from inside a running task")
+    return ctx.worker_object()

@@ -213,6 +213,9 @@ class RuntimeTaskContext:
     def rejoin(self) -> None:
         self.server.rejoin(self.key)
 
+    def worker_object(self) -> Any:
+        return self.server
+
 
 def set_current(server: Any, key: str | None) -> None:
     _local.task = (server, key) if key is not None else None

@@ -34,6 +34,9 @@ class SimTaskContext:
         host = self.host
         host.handle(Secede(host.sim.clock.now, host.sid("secede"), self.key))
 
+    def worker_object(self) -> Any:
+        return self.host
+
     def rejoin(self) -> None:
         host = self.host
         host.handle(Rejoin(host.sim.clock.now, host.sid("rejoin"), self.key))

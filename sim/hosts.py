@@ -174,6 +174,17 @@ class WorkerHost:
         self.slow: list[tuple[float, float, float]] = []
         self._sid = 0
 
+    # -- what get_worker() shows a task ------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.address
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The worker's data: key -> value."""
+        return self.store
+
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:

@@ -246,6 +246,33 @@ def get_client(address: str | None = None, timeout: float | None = None, resolve
     raise ValueError("No global client found and no address provided")
 
 
+@contextmanager
+def worker_client(timeout: float | None = None, separate_thread: bool = True):
+    """Inside a task: the task's client, with the task out of the worker's thread pool
+    meanwhile (``secede``; ``rejoin`` on exit), so that waiting on other tasks from a
+    one-thread worker cannot deadlock it::
+
+        def fib(n):
+            if n < 2:
+                return n
+            with worker_client() as client:
+                a, b = client.submit(fib, n - 1), client.submit(fib, n - 2)
+                return a.result() + b.result()
+    """
+    from twofold.context import current_task, rejoin, secede
+
+    if current_task() is None:
+        raise ValueError("worker_client() can only be used from inside a running task")
+    client = get_client(timeout=timeout)
+    if separate_thread:
+        secede()
+    try:
+        yield client
+    finally:
+        if separate_thread:
+            rejoin()
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerInfo:
     """``client.scheduler``: where the scheduler is."""
