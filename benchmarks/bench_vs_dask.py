@@ -20,6 +20,13 @@ identical code:
 * round trip: 500 sequential ``client.submit(inc, i).result()`` (median and p99 ms);
 * actor: 200 sequential ``counter.increment().result()`` on an actor
   (``client.submit(Counter, actor=True)``), straight to its worker (median ms);
+* primitives: 500 sequential round trips on one named coordination primitive
+  (``Lock``/``Queue``/``Event``/``Variable`` of the library under test, a fresh
+  name per run), each from the client's process and from inside one task
+  (``client.submit(primitive_loop, ...)``, which times its own iterations and
+  returns them), median and p99 ms of one iteration:
+  ``with lock: pass``; ``q.put(i); q.get()``; ``e.set(); e.wait()``;
+  ``v.set(i); v.get()`` (``_bench_tasks.primitive_loop``, 5 untimed first);
 * tree: binary-tree reduction over 4,096 leaves built from futures
   (``submit(inc, i)`` leaves, then ``submit(add, a, b)`` pairwise up to the root;
   8,191 tasks; tasks/s from the first submit to the root's result);
@@ -80,6 +87,7 @@ class Sizes:
     map_tasks: int = 20_000
     round_trips: int = 500
     actor_calls: int = 200
+    primitive_ops: int = 500
     tree_leaves: int = 4_096
     as_completed_tasks: int = 5_000
     scatter_mb: int = 100
@@ -87,7 +95,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(map_tasks=2_000, round_trips=50, actor_calls=50, tree_leaves=256, as_completed_tasks=500, scatter_mb=10, transfer_mb=5)
+QUICK = Sizes(map_tasks=2_000, round_trips=50, actor_calls=50, primitive_ops=50, tree_leaves=256, as_completed_tasks=500, scatter_mb=10, transfer_mb=5)
 MB = 1_000_000
 
 
@@ -161,6 +169,52 @@ def w_actor(client, wait, as_completed, sizes: Sizes) -> dict:
     p99 = statistics.quantiles(samples, n=100, method="inclusive")[98] if n > 1 else samples[0]
     del counter, future
     return {"actor_median_ms": statistics.median(samples) * 1e3, "actor_p99_ms": p99 * 1e3}
+
+
+def median_p99(samples: list[float]) -> tuple[float, float]:
+    """(median, 99th percentile) of a list of seconds, in ms."""
+    samples = sorted(samples)
+    p99 = statistics.quantiles(samples, n=100, method="inclusive")[98] if len(samples) > 1 else samples[0]
+    return statistics.median(samples) * 1e3, p99 * 1e3
+
+
+def library_of(client) -> str:
+    """"twofold" or "dask": whose Client this is (the primitives workloads use that library's classes)."""
+    return "twofold" if type(client).__module__.split(".")[0] == "twofold" else "dask"
+
+
+#: the coordination primitives workloads: (op, what one iteration does)
+PRIMITIVE_OPS = {
+    "lock": "Lock acquire+release",
+    "queue": "Queue put+get",
+    "event": "Event set+wait",
+    "variable": "Variable set+get",
+}
+PLACES = ("client", "task")
+
+
+def primitive_workload(op: str, place: str) -> Callable:
+    """The workload: ``sizes.primitive_ops`` round trips of ``op`` from the client's
+    process (``place="client"``) or inside one task (``"task"``)."""
+
+    def workload(client, wait, as_completed, sizes: Sizes) -> dict:
+        from _bench_tasks import primitive_loop
+
+        lib, n = library_of(client), sizes.primitive_ops
+        name = f"bench-{op}-{place}-{fresh_salt()}"
+        if place == "client":
+            samples = primitive_loop(lib, op, name, n)
+        else:
+            future = client.submit(primitive_loop, lib, op, name, n, pure=False)
+            samples = future.result()
+            del future
+        if len(samples) != n:
+            raise AssertionError(f"{op} from the {place}: {len(samples)} timings, expected {n}")
+        median, p99 = median_p99(samples)
+        return {f"{op}_{place}_median_ms": median, f"{op}_{place}_p99_ms": p99}
+
+    workload.__name__ = f"w_{op}_{place}"
+    return workload
 
 
 def w_tree(client, wait, as_completed, sizes: Sizes) -> dict:
@@ -266,6 +320,9 @@ WORKLOADS: list[tuple[str, Callable, Callable[[Sizes], str]]] = [
     ("map", w_map, lambda s: f"map of {s.map_tasks:,} no-ops + gather"),
     ("round_trip", w_round_trip, lambda s: f"{s.round_trips:,} submit->result round trips"),
     ("actor", w_actor, lambda s: f"{s.actor_calls:,} actor method round trips"),
+    *((f"{op}_{place}", primitive_workload(op, place),
+       lambda s, what=what, place=place: f"{s.primitive_ops:,} x {what} from the {place}")
+      for place in PLACES for op, what in PRIMITIVE_OPS.items()),
     ("tree", w_tree, lambda s: f"tree reduction over {s.tree_leaves:,} leaves"),
     ("as_completed", w_as_completed, lambda s: f"as_completed over {s.as_completed_tasks:,} tasks"),
     ("scatter_gather", w_scatter_gather, lambda s: f"scatter + gather {s.scatter_mb} MB"),
@@ -293,6 +350,9 @@ ROWS = [
     Row("round_trip", "rt_p99_ms", lambda s: f"submit->result x{s.round_trips}, p99", "ms", False),
     Row("actor", "actor_median_ms", lambda s: f"actor call->result x{s.actor_calls}, median", "ms", False),
     Row("actor", "actor_p99_ms", lambda s: f"actor call->result x{s.actor_calls}, p99", "ms", False),
+    *(Row(f"{op}_{place}", f"{op}_{place}_{stat}_ms",
+          lambda s, what=what, place=place, stat=stat: f"{what} x{s.primitive_ops} ({place}), {stat}", "ms", False)
+      for place in PLACES for op, what in PRIMITIVE_OPS.items() for stat in ("median", "p99")),
     Row("tree", "tree_tps", lambda s: f"tree reduction, {s.tree_leaves:,} leaves", "tasks/s", True),
     Row("as_completed", "ac_tps", lambda s: f"as_completed, {s.as_completed_tasks:,} tasks", "tasks/s", True),
     Row("scatter_gather", "scatter_MBps", lambda s: f"scatter {s.scatter_mb} MB", "MB/s", True),

@@ -149,7 +149,7 @@ def frozen(cls: type) -> type:
 #: peer kinds that may send messages to the scheduler
 PEER_KINDS = ("client", "worker")
 #: where the scheduler's drivers deliver one of its outputs
-DESTINATIONS = ("worker", "client", "timer", "close", "")
+DESTINATIONS = ("worker", "client", "timer", "close", "driver", "")
 
 
 def message(cls: type | None = None, *, by: str | tuple[str, ...] = (), field: str | None = None, to: str = ""):
@@ -165,8 +165,9 @@ def message(cls: type | None = None, *, by: str | tuple[str, ...] = (), field: s
       ``{kind: field}`` dict (empty: no peer may send it).
     * ``to``: where a scheduler output goes: ``"worker"`` or ``"client"``
       (the one its field of that name names), ``"timer"`` (the driver's
-      clock), ``"close"`` (close the named worker's connection).  Read as
-      ``cls.destination`` (``""``: not a scheduler output).
+      clock), ``"close"`` (close the named worker's connection), ``"driver"``
+      (the driver itself acts on it: user code to run in the scheduler's
+      process).  Read as ``cls.destination`` (``""``: not a scheduler output).
     """
 
     def decorate(cls: type) -> type:
@@ -1037,6 +1038,7 @@ from twofold.messages_coordination import (  # noqa: E402,F401
     QueueRequest,
     SemaphoreRequest,
     TopicMessages,
+    TopicPeers,
     VariableRequest,
 )
 from twofold.messages_sharing import (  # noqa: E402,F401
@@ -1044,5 +1046,7 @@ from twofold.messages_sharing import (  # noqa: E402,F401
     EventLogRequest,
     InspectRequest,
     MetadataRequest,
+    RunOnScheduler,
+    RunUserCode,
     TopicEvent,
 )

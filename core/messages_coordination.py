@@ -93,8 +93,12 @@ class VariableRequest(Message):
 
 @message(by="client")
 class PubSubRequest(Message):
-    """``action``: "subscribe" / "unsubscribe" (``sub``: the subscriber's id), "publish"
-    (``items``), "subscribers"."""
+    """``action``: "subscribe" / "unsubscribe" (``sub``: the subscriber's id; ``worker``: where
+    it lives, None on a client), "publish" (``items``, for every subscriber but those in
+    ``delivered``, which the publisher reached directly), "subscribers", "publisher" (a
+    client on ``worker`` publishes on the topic: keep it told of the subscribers, with
+    :class:`TopicPeers`), "ack" (a publisher took in the :class:`TopicPeers` whose ``ack``
+    is ``sub``)."""
 
     client: str
     request_id: str
@@ -103,6 +107,7 @@ class PubSubRequest(Message):
     sub: str = ""
     items: tuple[tuple[str, str | bytes], ...] = ()
     worker: str | None = None
+    delivered: tuple[str, ...] = ()
 
 
 @message(to="client")
@@ -130,6 +135,25 @@ class TopicMessages(Message):
     items: tuple[tuple[str, str | bytes], ...]
 
 
+@message(to="client")
+class TopicPeers(Message):
+    """To a publisher's client: the topic's subscribers changed.
+
+    ``subs`` maps subscriber ids to the worker each lives on (``""``: on a
+    client, reached through the scheduler); ``reset``: they are all of them
+    (the answer to "publisher"), else they are added; ``removed`` left.  A
+    non-empty ``ack`` asks for an "ack" request naming it: the new
+    subscriber's constructor returns once every publisher has taken it in.
+    """
+
+    client: str
+    name: str
+    subs: dict[str, str]
+    removed: tuple[str, ...] = ()
+    reset: bool = False
+    ack: str = ""
+
+
 __all__ = [
     "CoordinationReply",
     "EventRequest",
@@ -140,5 +164,6 @@ __all__ = [
     "QueueRequest",
     "SemaphoreRequest",
     "TopicMessages",
+    "TopicPeers",
     "VariableRequest",
 ]

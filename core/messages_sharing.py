@@ -79,3 +79,29 @@ class InspectRequest(Message):
 
 
 __all__ += ["InspectRequest"]
+
+
+@message(by="client")
+class RunOnScheduler(Message):
+    """Run user code in the scheduler's process (``client.run_on_scheduler``).
+
+    The machine hands it to its driver as ``RunUserCode`` (it never
+    unpickles user data; the driver runs it): ``function`` is the pickled ``(func, args, kwargs)``; the answer is
+    a ``CoordinationReply`` whose value is the pickled result, or, not ok,
+    the pickled exception (``error_type`` "pickled", ``error`` its text)."""
+
+    client: str
+    request_id: str
+    function: bytes
+
+
+@message(to="driver")
+class RunUserCode(Message):
+    """The scheduler's driver: run ``function`` (RunOnScheduler's) and answer ``client``."""
+
+    client: str
+    request_id: str
+    function: bytes
+
+
+__all__ += ["RunOnScheduler", "RunUserCode"]

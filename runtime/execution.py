@@ -24,6 +24,7 @@ import struct
 import threading
 import traceback as tb_module
 from collections import OrderedDict
+from contextvars import ContextVar
 from queue import SimpleQueue
 from typing import Any, Callable
 
@@ -217,15 +218,32 @@ class RuntimeTaskContext:
         return self.server
 
 
+#: the task of a coroutine function running on the worker's event loop (one per asyncio task)
+_task_var: ContextVar[tuple | None] = ContextVar("twofold_task", default=None)
+
+
 def set_current(server: Any, key: str | None) -> None:
     _local.task = (server, key) if key is not None else None
 
 
 def _current() -> RuntimeTaskContext | None:
-    task = getattr(_local, "task", None)
+    task = getattr(_local, "task", None) or _task_var.get()
     if task is None:
         return None
     return RuntimeTaskContext(*task)
+
+
+async def _in_task_context(server: Any, key: str, coro: Any) -> Any:
+    _task_var.set((server, key))  # this asyncio task's own context: no other coroutine sees it
+    return await coro
+
+
+def run_coroutine(server: Any, key: str, coro: Any) -> Any:
+    """Run a coroutine function's coroutine on the worker's event loop, from the task's
+    thread, which waits for its result (as dask runs ``async def`` tasks)."""
+    import asyncio
+
+    return asyncio.run_coroutine_threadsafe(_in_task_context(server, key, coro), server._loop).result()
 
 
 register_provider(_current)

@@ -82,3 +82,14 @@ class ActorReply(Message):
     headers: tuple[dict, ...] = ()
     error: TaskError | None = None
     lost: str = ""
+
+
+@message
+class TopicPost(Message):
+    """Values published on topic ``name`` (msgpack bytes, in order), sent by a Pub on a
+    worker straight to its subscribers ``subs`` that live in this worker's process
+    (:mod:`twofold.runtime.topics`).  Nothing answers it."""
+
+    name: str
+    subs: tuple[str, ...]
+    payloads: tuple[bytes, ...]

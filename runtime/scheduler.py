@@ -20,7 +20,9 @@ bytes it forwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import pickle
 import time
 from typing import Any
 
@@ -262,6 +264,33 @@ class SchedulerServer:
                     logger.warning("closing worker %s: %s", out.worker, out.reason)
                     comm.send(out)
                     self._loop.create_task(comm.close(out.reason))
+            elif kind == "driver":
+                self._loop.create_task(self._run_user_code(out))
+
+    async def _run_user_code(self, out: M.RunUserCode) -> None:
+        """``run_on_scheduler``: user code in this process, on this loop (a coroutine function
+        is awaited; a plain one blocks the loop while it runs, as in dask); ``dask_scheduler``
+        is the state machine (read it, never change it)."""
+        from twofold.client.remote import call_with
+        from twofold.runtime.payload import dumps_small
+
+        try:
+            func, args, kwargs = pickle.loads(out.function)
+            result = call_with(func, args, kwargs, "dask_scheduler", self.state)
+            if inspect.isawaitable(result):
+                result = await result
+            reply = M.CoordinationReply(time.monotonic(), out.stimulus_id, out.client, out.request_id, True,
+                                        dumps_small(result))  # fmt: skip
+        except Exception as exc:  # the user's error (or an unpicklable result) goes back to the user
+            try:
+                pickled = dumps_small(exc)
+            except Exception:
+                pickled = None
+            reply = M.CoordinationReply(time.monotonic(), out.stimulus_id, out.client, out.request_id, False,
+                                        pickled, "pickled", f"{type(exc).__name__}: {exc}")  # fmt: skip
+        comm = self.clients.get(out.client)
+        if comm is not None and not comm.closed:
+            comm.send(reply)
 
     def _set_timer(self, out: M.SetTimer) -> None:
         old = self._timers.pop(out.token, None)

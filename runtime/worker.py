@@ -24,17 +24,18 @@ import itertools
 import logging
 import threading
 import time
+from types import CoroutineType
 from typing import Any
 
 from twofold import messages as M
 from twofold.client.spec import substitute
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.errors import CommClosedError, ProtocolError
-from twofold.runtime import execution
+from twofold.runtime import execution, topics
 from twofold.runtime.actors import WorkerActors
 from twofold.runtime.comm import Comm, Listener, connect, listen
 from twofold.runtime.payload import pack, unpack
-from twofold.runtime.protocol import ActorRequest, DataReply, GetData, PutData, PutReply
+from twofold.runtime.protocol import ActorRequest, DataReply, GetData, PutData, PutReply, TopicPost
 from twofold.runtime.rpc import ConnectionPool
 from twofold.worker import WorkerState
 
@@ -323,6 +324,8 @@ class WorkerServer:
                 args = substitute(args, deps)
                 kwargs = substitute(kwargs, deps)
             result = func(*args, **kwargs)
+            if type(result) is CoroutineType:  # an async def task: run on the worker's loop
+                result = execution.run_coroutine(self, key, result)
             if actor:  # the instance stays here; the key's data is its handle
                 result = self.actors.born(key, result)
             stop = time.monotonic()
@@ -427,7 +430,7 @@ class WorkerServer:
             self._handle(M.GatherSuccess(0.0, self._next_sid("gathered"), req.peer, nbytes, missing))
 
     async def _serve_data(self, comm: Comm) -> None:
-        """A peer or a client: answer GetData, PutData and ActorRequest until it hangs up."""
+        """A peer or a client: answer GetData, PutData and ActorRequest, take TopicPost, until it hangs up."""
         while True:
             try:
                 msgs, frames = await comm.recv()
@@ -446,6 +449,8 @@ class WorkerServer:
                     count = sum(h.get("count", 0) if isinstance(h, dict) else 0 for h in msg.headers)
                     self.actors.remote_call(comm, msg, frames[offset:offset + count])
                     offset += count
+                elif cls is TopicPost:  # a peer's Pub, for Subs in this process (twofold.runtime.topics)
+                    topics.receive(msg)
                 else:
                     comm.abort(f"a worker's data port does not take {cls.__name__}")
                     return

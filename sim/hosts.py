@@ -12,6 +12,7 @@ dropped when they arrive.
 from __future__ import annotations
 
 import traceback as tb_module
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -46,6 +47,19 @@ from twofold.worker import WorkerState
 if TYPE_CHECKING:
     from twofold.sim.simulation import Simulation
 
+def run_coroutine(coro: Any) -> Any:
+    """An ``async def`` task's result: run on an event loop of its own.  Its awaits take
+    no virtual time (``asyncio.sleep`` sleeps for real) until the simulator owns the
+    program's time; its modelled duration is what it takes on the virtual clock."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def message_size(msg: Any) -> int:
     spec = getattr(msg, "run_spec", None)
     return MESSAGE_OVERHEAD + (len(spec) if spec else 0)
@@ -54,11 +68,11 @@ def message_size(msg: Any) -> int:
 _setattr = object.__setattr__  # restamp(msg, now), inlined on the hot paths
 
 #: per output class, how SchedulerHost.route treats it: (kind, has run_spec);
-#: kind 0: a timer, 1: close a worker, 2: to the worker it names, 3: to the client it names
+#: kind -1: for this driver, 0: a timer, 1: close a worker, 2: to the worker it names, 3: to the client it names
 _ROUTES: dict[type, tuple[int, bool]] = {}
 
 
-_KINDS = {"timer": 0, "close": 1, "worker": 2, "client": 3}
+_KINDS = {"driver": -1, "timer": 0, "close": 1, "worker": 2, "client": 3}
 
 
 def _route_of(cls: type) -> tuple[int, bool]:
@@ -134,6 +148,8 @@ class SchedulerHost:
             elif kind == 0:
                 background = out.background or out.token.startswith("ttl:")
                 clock.at(out.at, self._fire, out.token, background=background)
+            elif kind == -1:
+                self._run_user_code(out)
             else:
                 host = workers.get(out.worker)
                 if host is not None:
@@ -142,6 +158,25 @@ class SchedulerHost:
     def _fire(self, token: str) -> None:
         self._sid += 1
         self.handle(TimerFired(self.sim.clock.now, f"timer-{self._sid}", token))
+
+    def _run_user_code(self, out: Any) -> None:
+        """``run_on_scheduler``: the function runs here, at once, taking no virtual time;
+        ``dask_scheduler`` is the machine (read it, never change it)."""
+        from twofold.client.remote import call_with
+        from twofold.messages_coordination import CoordinationReply
+
+        sim = self.sim
+        try:
+            func, args, kwargs = sim.objects[out.function]
+            result = call_with(func, args, kwargs, "dask_scheduler", self.state)
+            if type(result) is CoroutineType:
+                result = run_coroutine(result)
+            reply = CoordinationReply(sim.clock.now, out.stimulus_id, out.client, out.request_id, True,
+                                      sim.put_object(result))  # fmt: skip
+        except Exception as exc:  # the user's error goes back to the user
+            reply = CoordinationReply(sim.clock.now, out.stimulus_id, out.client, out.request_id, False,
+                                      sim.put_object(exc), "pickled", f"{type(exc).__name__}: {exc}")  # fmt: skip
+        self.route([reply])
 
 
 class WorkerHost:
@@ -365,6 +400,8 @@ class WorkerHost:
         result = None
         try:
             result = func(*args, **kwargs)
+            if type(result) is CoroutineType:  # an async def task
+                result = run_coroutine(result)
         except BaseException as exc:  # the user's error, reported like a real worker would
             error = exc
         finally:
@@ -467,6 +504,16 @@ class WorkerHost:
         self.store.update(data)
         self.sizes.update(sizes)
         self.handle(DataPut(self.sim.clock.now, self.sid("put"), dict(sizes), after))
+
+    def topic_post(self, incarnation: int, subs: tuple, payloads: tuple) -> None:
+        """Values a Pub on a worker published straight to Subs of this worker's tasks
+        (``SimBackend.topic_post``); lost if this process died since they were sent."""
+        if incarnation != self.incarnation or not self.alive or self.client is None:
+            return
+        from twofold.client.pubsub import deliver
+
+        if deliver(subs, payloads, self.client):
+            self.sim.clock.touches += 1  # a client wait looks again
 
     def lose_data(self) -> None:
         """Fault: the data store is wiped while the process lives on."""

@@ -21,3 +21,42 @@ def fib(n):
 
 def keys_here(key):
     return key in get_worker().data
+
+
+async def async_inc(x):
+    import asyncio
+
+    await asyncio.sleep(0)
+    return x + 1
+
+
+async def async_uses_worker(x):
+    return (get_worker().address, x)
+
+
+async def async_fails():
+    raise KeyError("from a coroutine")
+
+
+def square(x):
+    return x * x
+
+
+def boom(x):
+    raise ValueError(f"boom {x}")
+
+
+def count_workers(dask_scheduler=None):
+    return len(dask_scheduler.workers)
+
+
+def scheduler_add(x, y):
+    return x + y
+
+
+async def scheduler_async(x):
+    return x * 2
+
+
+def scheduler_fails():
+    raise ZeroDivisionError("on the scheduler")

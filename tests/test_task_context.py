@@ -38,3 +38,104 @@ def test_outside_a_task_both_are_errors():
     with pytest.raises(ValueError, match="inside a running task"):
         with worker_client():
             pass
+
+
+def test_async_def_functions_run_and_return_their_result(client):
+    from task_context_support import async_fails, async_inc, async_uses_worker
+
+    assert client.submit(async_inc, 1).result(timeout=TIMEOUT) == 2
+    assert client.gather(client.map(async_inc, range(5))) == [1, 2, 3, 4, 5]
+    address, x = client.submit(async_uses_worker, 7).result(timeout=TIMEOUT)
+    assert x == 7 and address in client.scheduler_info()["workers"]
+    with pytest.raises(KeyError, match="from a coroutine"):
+        client.submit(async_fails).result(timeout=TIMEOUT)
+
+
+# --------------------------------------------------------------------------
+# get_executor: a concurrent.futures.Executor
+# --------------------------------------------------------------------------
+
+
+def test_the_executor_s_futures_work_with_concurrent_futures(client, cluster):
+    import concurrent.futures as cf
+
+    from task_context_support import boom, square
+    from test_client_api import is_sim
+
+    with client.get_executor() as ex:
+        assert isinstance(ex, cf.Executor)
+        futures = [ex.submit(square, i) for i in range(5)]
+        assert all(isinstance(f, cf.Future) for f in futures)
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 4, 9, 16]
+        assert list(ex.map(square, range(4), timeout=TIMEOUT)) == [0, 1, 4, 9]
+        bad = ex.submit(boom, 3)
+        with pytest.raises(ValueError, match="boom 3"):
+            bad.result(timeout=TIMEOUT)
+        assert isinstance(bad.exception(timeout=TIMEOUT), ValueError)
+        if not is_sim(cluster):  # (the simulator advances only inside twofold calls)
+            more = [ex.submit(square, i) for i in range(10, 14)]
+            done, not_done = cf.wait(more, timeout=TIMEOUT)
+            assert not not_done and sorted(f.result() for f in done) == [100, 121, 144, 169]
+            assert sorted(f.result() for f in cf.as_completed(more, timeout=TIMEOUT)) == [100, 121, 144, 169]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        ex.submit(square, 1)
+
+
+def test_executor_options_are_checked(client):
+    with pytest.raises(TypeError, match="unknown options"):
+        client.get_executor(bogus=1)
+    ex = client.get_executor(retries=1, priority=5)
+    assert ex.submit(int, "12").result(timeout=TIMEOUT) == 12
+    ex.shutdown()
+
+
+# --------------------------------------------------------------------------
+# get: raw dask graphs
+# --------------------------------------------------------------------------
+
+
+def test_get_computes_a_raw_dask_graph(client):
+    from operator import add, mul
+
+    dsk = {
+        "a": 1,
+        "b": (add, "a", 10),
+        ("x", 0): (mul, "b", 2),
+        ("x", 1): (add, (mul, "a", 3), ["ignored-literal"][0:0] and 0 or 4),
+        "total": (sum, [("x", 0), ("x", 1)]),
+    }
+    assert client.get(dsk, "total") == 22 + 7
+    assert client.get(dsk, ["b", [("x", 0), ("x", 1)]]) == [11, [22, 7]]
+    futures = client.get(dsk, ["total"], sync=False)
+    assert futures[0].key == "total" and futures[0].result(timeout=TIMEOUT) == 29
+    assert client.get({"s": (str.upper, "not-a-key")}, "s") == "NOT-A-KEY"
+
+
+def test_get_refuses_bad_graphs(client):
+    from twofold import InvalidGraph
+
+    with pytest.raises(InvalidGraph, match="cycle"):
+        client.get({"a": (abs, "b"), "b": (abs, "a")}, "a")
+    with pytest.raises(KeyError, match="not in the graph"):
+        client.get({"a": 1}, "zzz")
+    with pytest.raises(TypeError, match="dask graph"):
+        client.get([("a", 1)], "a")
+    assert client.get({"a": (abs, -3)}, "a") == 3
+
+
+# --------------------------------------------------------------------------
+# run_on_scheduler
+# --------------------------------------------------------------------------
+
+
+def test_run_on_scheduler(client):
+    from task_context_support import count_workers, scheduler_add, scheduler_async, scheduler_fails
+
+    assert client.run_on_scheduler(count_workers) == 2
+    assert client.run_on_scheduler(scheduler_add, 1, y=2) == 3
+    assert client.run_on_scheduler(scheduler_async, 21) == 42
+    with pytest.raises(ZeroDivisionError, match="on the scheduler"):
+        client.run_on_scheduler(scheduler_fails)
+    with pytest.raises(TypeError, match="callable"):
+        client.run_on_scheduler("not a function")
+    assert client.run_on_scheduler(scheduler_add, 2, 2) == 4  # the scheduler carries on

@@ -38,6 +38,7 @@ from twofold.client.backend import Backend
 from twofold.client.coordinating import CoordinationPlumbing
 from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
+from twofold.client.remote import RemoteMethods
 from twofold.client.sharing import SharingMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
@@ -64,6 +65,7 @@ from twofold.messages import (
     CoordinationReply,
     TopicEvent,
     TopicMessages,
+    TopicPeers,
     UpdateGraph,
     WhoHasReply,
 )
@@ -302,7 +304,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods):
+class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or
@@ -425,6 +427,24 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods):
                     except ValueError:  # removed by another thread meanwhile
                         pass
             run_callbacks(due)
+
+    def get(self, dsk: dict, keys: Any, workers: Any = None, allow_other_workers: bool = False,
+            resources: dict | None = None, sync: bool = True, asynchronous: Any = None, direct: Any = None,
+            retries: int | None = None, priority: int = 0, **kwargs: Any) -> Any:  # fmt: skip
+        """Compute a raw dask graph (``{key: (func, *args)}``): the results of ``keys`` (a key or
+        nested lists of keys) in the same shape, or their futures with ``sync=False``."""
+        from twofold.client.graphs import submit_graph
+
+        futures = submit_graph(self, dsk, keys, workers=workers, allow_other_workers=allow_other_workers,
+                               resources=resources, retries=retries, priority=priority)  # fmt: skip
+        return self.gather(futures) if sync else futures
+
+    def get_executor(self, **options: Any):
+        """A ``concurrent.futures.Executor`` that runs calls on the cluster (``options``:
+        ``workers``, ``resources``, ``retries``, ``priority``, ``allow_other_workers``, ``pure``)."""
+        from twofold.client.executor import ClientExecutor
+
+        return ClientExecutor(self, **options)
 
     def write_scheduler_file(self, scheduler_file: str) -> None:
         """Write the scheduler's address to ``scheduler_file`` (JSON, as dask's), for
@@ -860,4 +880,5 @@ _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
     CoordinationReply: Client._on_coordination_reply,
     TopicMessages: Client._on_topic,
     TopicEvent: Client._on_topic_event,
+    TopicPeers: Client._on_topic_peers,
 }

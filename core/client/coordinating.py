@@ -86,6 +86,14 @@ def pack_value(value: Any, where: str) -> tuple:
                         "the future") from None  # fmt: skip
 
 
+def _loaded_error(client: Client, reply: Any) -> BaseException:
+    try:
+        exc = client._backend.load_inline(reply.value)
+    except Exception:
+        exc = None
+    return exc if isinstance(exc, BaseException) else RuntimeError(reply.error)
+
+
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
@@ -124,6 +132,8 @@ class CoordinationPlumbing:
                 self._requests.pop(sid, None)
         reply = req.reply
         if not reply.ok:
+            if reply.error_type == "pickled":  # user code's own exception (run_on_scheduler)
+                raise _loaded_error(self, reply)
             raise _ERRORS.get(reply.error_type, RuntimeError)(reply.error)
         return req.value if req.decode is not None else reply.value
 
@@ -170,6 +180,12 @@ class CoordinationPlumbing:
             self._extra_releases.append(key)  # we held it already: one reference is enough
         st.refs += 1
         return Future._attach(key, self, st)
+
+    def _on_topic_peers(self: Client, msg: Any) -> list:
+        """A topic this client publishes on changed subscribers (see ``twofold.client.pubsub``)."""
+        from twofold.client.pubsub import _on_topic_peers
+
+        return _on_topic_peers(self, msg)
 
     def _on_topic(self: Client, msg: TopicMessages) -> list:
         sub = self._subs.get(msg.sub)

@@ -7,11 +7,12 @@ from twofold.scheduler.sharing.datasets import Datasets
 from twofold.scheduler.sharing.events import EventLog
 from twofold.scheduler.sharing.inspect import Inspect
 from twofold.scheduler.sharing.metadata import Metadata
+from twofold.scheduler.sharing.remote import Remote
 
 
 def sharing_extensions() -> list:
     """Fresh instances of every sharing extension, for one scheduler."""
-    return [Datasets(), Metadata(), EventLog(), Inspect()]
+    return [Datasets(), Metadata(), EventLog(), Inspect(), Remote()]
 
 
-__all__ = ["Datasets", "EventLog", "Inspect", "Metadata", "sharing_extensions"]
+__all__ = ["Datasets", "EventLog", "Inspect", "Metadata", "Remote", "sharing_extensions"]
