@@ -54,6 +54,7 @@ class RuntimeBackend(Backend):
         ssl: Any = None,
         cluster: Any = None,
         owns_cluster: bool = False,
+        scheduler_server: Any = None,
         timeout: float | None = None,
     ):
         security = security or Security()
@@ -77,7 +78,8 @@ class RuntimeBackend(Backend):
         self._pool = ConnectionPool(kind="client", name=self._id, secret=self._secret,
                                     ssl_for=lambda _: self._ssl)  # fmt: skip
         connect_timeout = 10.0 if timeout is None else float(timeout)
-        local = getattr(cluster, "scheduler", None)
+        # a scheduler on our own loop (our LocalCluster's, or a threads worker's for its tasks)
+        local = scheduler_server if scheduler_server is not None else getattr(cluster, "scheduler", None)
         if isinstance(local, SchedulerServer) and local._loop is loop:
             # the scheduler runs on our own loop: hand messages over, no socket (see inproc.py)
             self._comm = loops.run_sync(loop, _inproc(local, self._id))
@@ -180,6 +182,45 @@ class RuntimeBackend(Backend):
 
     def dump_value(self, obj: Any) -> bytes:
         return dumps_small(obj)
+
+    def run(self, workers: Sequence[str], function: bytes, wait: bool = True) -> dict[str, tuple[bool, Any]]:
+        if not wait:
+            asyncio.run_coroutine_threadsafe(self._run(workers, function), self._loop)
+            return {}
+        replies = loops.run_sync(self._loop, self._run(workers, function))
+        out: dict[str, tuple[bool, Any]] = {}
+        for worker in workers:
+            reply = replies[worker]
+            if isinstance(reply, BaseException):
+                out[worker] = (False, reply)
+            elif reply.ok:
+                out[worker] = (True, pickle.loads(reply.value))
+            else:
+                try:
+                    exc = pickle.loads(reply.value) if reply.value is not None else None
+                except Exception:
+                    exc = None
+                out[worker] = (False, exc if isinstance(exc, BaseException) else RuntimeError(reply.error))
+        return out
+
+    async def _run(self, workers: Sequence[str], function: bytes) -> dict[str, Any]:
+        from twofold.runtime.protocol import RunReply, RunRequest
+
+        pool = self._pool
+        replies: dict[str, Any] = {}
+
+        async def one(worker: str) -> None:
+            try:
+                reply, _ = await pool.request(worker, RunRequest(0.0, "", pool.next_id(), function))
+                if type(reply) is not RunReply:
+                    raise CommClosedError(f"{worker} answered {type(reply).__name__}")
+                replies[worker] = reply
+            except Exception as exc:
+                replies[worker] = exc if isinstance(exc, CommClosedError) else CommClosedError(
+                    f"could not run the function on {worker}: {exc}")
+
+        await asyncio.gather(*(one(w) for w in workers))
+        return replies
 
     def load_inline(self, data: bytes) -> Any:
         return pickle.loads(data)

@@ -93,3 +93,23 @@ class TopicPost(Message):
     name: str
     subs: tuple[str, ...]
     payloads: tuple[bytes, ...]
+
+
+@message
+class RunRequest(Message):
+    """Run ``function``, the pickled ``(func, args, kwargs)``, in this worker's process
+    (``client.run``); answered by :class:`RunReply`."""
+
+    request_id: int
+    function: bytes
+
+
+@message
+class RunReply(Message):
+    """What a :class:`RunRequest`'s function returned (``ok``: pickled value) or raised
+    (pickled exception, or None if it could not be pickled; ``error``: its text)."""
+
+    request_id: int
+    ok: bool
+    value: bytes | None = None
+    error: str = ""

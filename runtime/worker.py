@@ -20,8 +20,10 @@ decides what comes next); ``finished`` says why.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
+import pickle
 import threading
 import time
 from types import CoroutineType
@@ -35,7 +37,16 @@ from twofold.runtime import execution, topics
 from twofold.runtime.actors import WorkerActors
 from twofold.runtime.comm import Comm, Listener, connect, listen
 from twofold.runtime.payload import pack, unpack
-from twofold.runtime.protocol import ActorRequest, DataReply, GetData, PutData, PutReply, TopicPost
+from twofold.runtime.protocol import (
+    ActorRequest,
+    DataReply,
+    GetData,
+    PutData,
+    PutReply,
+    RunReply,
+    RunRequest,
+    TopicPost,
+)
 from twofold.runtime.rpc import ConnectionPool
 from twofold.worker import WorkerState
 
@@ -378,7 +389,9 @@ class WorkerServer:
                 from twofold.client import Client
                 from twofold.runtime.backend import RuntimeBackend
 
-                backend = RuntimeBackend(self.scheduler_address, secret=self._secret, ssl=self._ssl_client)
+                # a threads worker's tasks reach the scheduler in-process, as its own messages do
+                backend = RuntimeBackend(self.scheduler_address, secret=self._secret, ssl=self._ssl_client,
+                                         scheduler_server=self._scheduler_server)  # fmt: skip
                 client = self._task_client = Client(backend, set_as_default=False)
             return client
 
@@ -449,11 +462,37 @@ class WorkerServer:
                     count = sum(h.get("count", 0) if isinstance(h, dict) else 0 for h in msg.headers)
                     self.actors.remote_call(comm, msg, frames[offset:offset + count])
                     offset += count
+                elif cls is RunRequest:  # client.run: user code in this process
+                    self._spawn(self._run_request(comm, msg))
                 elif cls is TopicPost:  # a peer's Pub, for Subs in this process (twofold.runtime.topics)
                     topics.receive(msg)
                 else:
                     comm.abort(f"a worker's data port does not take {cls.__name__}")
                     return
+
+    async def _run_request(self, comm: Comm, msg: RunRequest) -> None:
+        """``client.run``: a plain function runs on a thread of the loop's executor, a
+        coroutine function on this loop; ``dask_worker`` is this worker."""
+        from twofold.client.remote import call_with
+        from twofold.runtime.payload import dumps_small
+
+        try:
+            func, args, kwargs = pickle.loads(msg.function)
+            if inspect.iscoroutinefunction(func):
+                result = await call_with(func, args, kwargs, "dask_worker", self)
+            else:
+                result = await self._loop.run_in_executor(None, call_with, func, args, kwargs, "dask_worker", self)
+                if inspect.isawaitable(result):
+                    result = await result
+            reply = RunReply(0.0, "", msg.request_id, True, dumps_small(result))
+        except Exception as exc:  # the user's error goes back to the user
+            try:
+                pickled = dumps_small(exc)
+            except Exception:
+                pickled = None
+            reply = RunReply(0.0, "", msg.request_id, False, pickled, f"{type(exc).__name__}: {exc}")
+        if not comm.closed:
+            comm.send(reply)
 
     def _reply_data(self, comm: Comm, msg: GetData) -> None:
         data = self.data

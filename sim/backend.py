@@ -8,6 +8,7 @@ references into the simulation's object registry.
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from twofold.client.backend import Backend, keys_by_worker
@@ -100,6 +101,51 @@ class SimBackend(Backend):
 
     def dump_value(self, obj: Any) -> bytes:
         return self.sim.put_object(obj)
+
+    def run(self, workers: Sequence[str], function: bytes, wait: bool = True) -> dict[str, tuple[bool, Any]]:
+        """Each worker runs it on arrival (a task-like greenlet, taking no virtual time) and
+        answers over the network; a dead or cut-off worker answers CommClosedError."""
+        sim = self.sim
+        func, args, kwargs = sim.objects[function]
+        results: dict[str, tuple[bool, Any]] = {}
+
+        def arrived(worker: str, outcome: tuple[bool, Any]) -> None:
+            results[worker] = outcome
+
+        def failed(worker: str) -> None:
+            results.setdefault(worker, (False, CommClosedError(f"could not run the function on {worker}: "
+                                                               "worker gone or unreachable")))  # fmt: skip
+
+        def execute(host: Any) -> None:
+            sim.clock.spawn(self._run_on, host, func, args, kwargs, arrived, failed)
+
+        for worker in workers:
+            host = sim.workers.get(worker)
+            if host is None:
+                failed(worker)
+                continue
+            sim.network.send(self._id, worker, MESSAGE_OVERHEAD, execute, host, on_fail=lambda w=worker: failed(w))
+        if not wait:
+            return {}
+        sim.clock.run_until(lambda: len(results) == len(workers))
+        return {worker: results[worker] for worker in workers}
+
+    def _run_on(self, host: Any, func: Any, args: tuple, kwargs: dict, arrived: Any, failed: Any) -> None:
+        from twofold.client.remote import call_with
+        from twofold.sim.hosts import run_coroutine
+
+        incarnation = host.incarnation
+        try:
+            result = call_with(func, args, kwargs, "dask_worker", host)
+            if type(result) is CoroutineType:
+                result = run_coroutine(result)
+            outcome: tuple[bool, Any] = (True, result)
+        except Exception as exc:  # the user's error goes back to the user
+            outcome = (False, exc)
+        if incarnation != host.incarnation:
+            return  # the worker died meanwhile: the client hears of it as a lost connection
+        self.sim.network.send(host.address, self._id, MESSAGE_OVERHEAD, arrived, host.address, outcome,
+                              on_fail=lambda: failed(host.address))
 
     def load_inline(self, data: bytes) -> Any:
         return self.sim.objects[data]

@@ -60,3 +60,21 @@ async def scheduler_async(x):
 
 def scheduler_fails():
     raise ZeroDivisionError("on the scheduler")
+
+
+def worker_address(dask_worker=None):
+    return dask_worker.address
+
+
+def plus(x, y=0):
+    return x + y
+
+
+async def async_plus(x):
+    return x + 100
+
+
+def fails_on(address, dask_worker=None):
+    if dask_worker.address == address:
+        raise OSError(f"fails on {address}")
+    return "fine"

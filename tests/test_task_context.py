@@ -139,3 +139,37 @@ def test_run_on_scheduler(client):
     with pytest.raises(TypeError, match="callable"):
         client.run_on_scheduler("not a function")
     assert client.run_on_scheduler(scheduler_add, 2, 2) == 4  # the scheduler carries on
+
+
+# --------------------------------------------------------------------------
+# run: a function on the workers, outside the task system
+# --------------------------------------------------------------------------
+
+
+def test_run_on_every_worker_and_on_some(client):
+    from task_context_support import async_plus, fails_on, plus, worker_address
+
+    workers = list(client.scheduler_info()["workers"])
+    assert client.run(worker_address) == {w: w for w in workers}
+    assert client.run(plus, 1, y=2, workers=[workers[1]]) == {workers[1]: 3}
+    assert client.run(async_plus, 1) == {w: 101 for w in workers}
+    with pytest.raises(OSError, match="fails on"):
+        client.run(fails_on, workers[0])
+    returned = client.run(fails_on, workers[0], on_error="return")
+    assert isinstance(returned[workers[0]], OSError) and returned[workers[1]] == "fine"
+    assert client.run(fails_on, workers[0], on_error="ignore") == {workers[1]: "fine"}
+    assert client.run(plus, 1, wait=False) is None
+    assert client.run(plus, 5) == {w: 5 for w in workers}  # the workers carry on
+
+
+def test_run_refuses_bad_input(client):
+    from task_context_support import plus
+
+    with pytest.raises(ValueError, match="unknown workers"):
+        client.run(plus, 1, workers=["tcp://10.255.255.1:1"])
+    with pytest.raises(TypeError, match="callable"):
+        client.run(42)
+    with pytest.raises(ValueError, match="on_error"):
+        client.run(plus, 1, on_error="explode")
+    with pytest.raises(NotImplementedError, match="nanny"):
+        client.run(plus, 1, nanny=True)

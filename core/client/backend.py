@@ -85,6 +85,12 @@ class Backend(ABC):
         errors (``error.exception is None``) build it from ``error.typename``
         with :func:`twofold.errors.error_class`."""
 
+    def run(self, workers: Sequence[str], function: bytes, wait: bool = True) -> dict[str, tuple[bool, Any]]:
+        """``client.run``: run ``function`` (from :meth:`dump_value`: ``(func, args, kwargs)``)
+        on each worker, in its process, with ``dask_worker`` if it takes it; per worker
+        ``(True, result)`` or ``(False, exception)``, in ``workers`` order (empty if not ``wait``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run functions on workers")
+
     def dump_value(self, obj: Any) -> bytes:
         """``obj`` as opaque bytes the scheduler may keep for other clients (a published
         dataset); :meth:`load_inline` turns them back."""
