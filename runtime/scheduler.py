@@ -29,7 +29,7 @@ from typing import Any
 from twofold import messages as M
 from twofold.config import SchedulerConfig
 from twofold.errors import CommClosedError
-from twofold.runtime import inproc
+from twofold.runtime import inproc, logs
 from twofold.runtime.comm import Comm, Listener, listen
 from twofold.runtime.inproc import InprocComm
 from twofold.runtime.framing import FrameLimits
@@ -80,6 +80,7 @@ class SchedulerServer:
     # -- life cycle ------------------------------------------------------------
 
     async def start(self) -> "SchedulerServer":
+        logs.attach(logger.name)  # get_scheduler_logs()
         self._loop = asyncio.get_running_loop()
         self._workers_changed = asyncio.Event()
         self._listener = await listen(

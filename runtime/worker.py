@@ -33,7 +33,7 @@ from twofold import messages as M
 from twofold.client.spec import substitute
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.errors import CommClosedError, ProtocolError
-from twofold.runtime import execution, topics
+from twofold.runtime import execution, logs, topics
 from twofold.runtime.actors import WorkerActors
 from twofold.runtime.comm import Comm, Listener, connect, listen
 from twofold.runtime.payload import pack, unpack
@@ -135,6 +135,7 @@ class WorkerServer:
     # -- life cycle ------------------------------------------------------------
 
     async def start(self) -> "WorkerServer":
+        logs.attach(logger.name)  # get_worker_logs()
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.finished = loop.create_future()

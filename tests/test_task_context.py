@@ -173,3 +173,58 @@ def test_run_refuses_bad_input(client):
         client.run(plus, 1, on_error="explode")
     with pytest.raises(NotImplementedError, match="nanny"):
         client.run(plus, 1, nanny=True)
+
+
+# --------------------------------------------------------------------------
+# versions and logs
+# --------------------------------------------------------------------------
+
+
+def test_get_versions_reports_client_scheduler_and_workers(client):
+    versions = client.get_versions(check=True)
+    assert set(versions) == {"client", "scheduler", "workers"}
+    assert set(versions["workers"]) == set(client.scheduler_info()["workers"])
+    for where in (versions["client"], versions["scheduler"], *versions["workers"].values()):
+        assert where["packages"]["twofold"] == versions["client"]["packages"]["twofold"]
+        assert where["packages"]["python"].count(".") == 2 and where["host"]["OS"]
+    assert "pytest" in client.get_versions(packages=["pytest"])["client"]["packages"]
+    with pytest.raises(TypeError, match="packages"):
+        client.get_versions(packages=[1])
+
+
+def test_a_version_mismatch_is_found():
+    from twofold.client.remote import _mismatches
+
+    same = {"packages": {"python": "3.11.7", "twofold": "1", "msgpack": "1", "cloudpickle": "3"}}
+    other = {"packages": {**same["packages"], "msgpack": "2"}}
+    found = _mismatches({"client": same, "scheduler": same, "workers": {"w0": other}})
+    assert found == {"msgpack": {"client": "1", "scheduler": "1", "w0": "2"}}
+
+
+def test_logs_are_lists_of_level_and_message(client, cluster):
+    from test_client_api import is_sim
+
+    sched = client.get_scheduler_logs()
+    assert isinstance(sched, list) and all(isinstance(level, str) and isinstance(msg, str) for level, msg in sched)
+    logs = client.get_worker_logs(n=5)
+    assert set(logs) == set(client.scheduler_info()["workers"])
+    assert all(len(lines) <= 5 for lines in logs.values())
+    if is_sim(cluster):
+        assert any("worker-start worker-0" in msg for _, msg in client.get_worker_logs()["worker-0"])
+    with pytest.raises(TypeError, match="n="):
+        client.get_scheduler_logs(n=-1)
+
+
+def test_runtime_logs_hold_the_scheduler_s_records(client, cluster):
+    from test_client_api import is_sim
+
+    if is_sim(cluster):
+        pytest.skip("the simulator's logs are its fault records")
+    client.run_on_scheduler(_log_warning_on_scheduler)
+    assert ("WARNING", "a line for get_scheduler_logs") in client.get_scheduler_logs(n=50)
+
+
+def _log_warning_on_scheduler():
+    import logging
+
+    logging.getLogger("twofold.runtime.scheduler.user").warning("a line for get_scheduler_logs")

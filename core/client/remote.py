@@ -87,3 +87,112 @@ class RemoteMethods:
         data = self._backend.dump_value((function, args, kwargs))
         value = self._coordinate(lambda now, sid, rid: RunOnScheduler(now, sid, self.id, rid, data))
         return self._backend.load_inline(value)
+
+    # -- versions and logs -------------------------------------------------------------
+
+    def get_versions(self, check: bool = False, packages: Any = None) -> dict[str, Any]:
+        """Python, platform and package versions of this client, the scheduler and each worker
+        (``packages``: more package names to report); ``check``: ValueError if the
+        packages twofold needs differ between them."""
+        extra = tuple(packages or ())
+        if not all(isinstance(p, str) for p in extra):
+            raise TypeError(f"packages= takes package names (str), got {packages!r}")
+        versions = {
+            "client": versions_here(extra),
+            "scheduler": self.run_on_scheduler(versions_here, extra),
+            "workers": self.run(versions_here, extra),
+        }
+        if check:
+            mismatched = _mismatches(versions)
+            if mismatched:
+                lines = "\n".join(f"  {name}: {sorted(set(found.values()))} ({found})" for name, found in mismatched.items())
+                raise ValueError(f"mismatched versions found:\n{lines}")
+        return versions
+
+    def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        """The scheduler's last ``n`` log records, ``(level, message)``, oldest first.  On a
+        SimCluster: its faults and worker events, with their virtual times."""
+        n = _count(n)
+        records = getattr(self.cluster, "records", None)
+        if callable(records):  # a simulated cluster: what happened to it
+            return _last([("INFO", _fault_line(r)) for r in records("fault")], n)
+        return self.run_on_scheduler(recent_logs, "twofold.runtime.scheduler", n)
+
+    def get_worker_logs(self, n: int | None = None, nanny: bool = False, workers: Any = None) -> dict:
+        """Each worker's last ``n`` log records, by address (workers sharing a process
+        share their records).  On a SimCluster: each worker's faults and events."""
+        from twofold.client.options import normalize_workers
+
+        n = _count(n)
+        if nanny:
+            raise NotImplementedError("get_worker_logs(nanny=True): nannies keep no log buffer; their lines "
+                                      "go to the LocalCluster's own log")  # fmt: skip
+        records = getattr(self.cluster, "records", None)
+        if callable(records):
+            wanted = normalize_workers(workers)
+            addresses = [w for w in self.scheduler_info()["workers"] if wanted is None or w in wanted]
+            faults = records("fault")
+            return {w: _last([("INFO", _fault_line(r)) for r in faults if r["target"] == w], n) for w in addresses}
+        return self.run(recent_logs, "twofold.runtime.worker", n, workers=workers)
+
+
+def _count(n: Any) -> int:
+    if n is None:
+        return 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TypeError(f"n= must be an int >= 0 or None, got {n!r}")
+    return n
+
+
+def _last(items: list, n: int) -> list:
+    return items[-n:] if n else items
+
+
+def _fault_line(record: dict) -> str:
+    detail = f" ({record['detail']})" if record.get("detail") else ""
+    return f"t={record['time']:.6f} {record['what']} {record['target']}{detail}"
+
+
+def recent_logs(name: str, n: int) -> list[tuple[str, str]]:
+    """(Runs on the scheduler or a worker) the last ``n`` records of logger ``name``."""
+    from twofold.runtime.logs import recent
+
+    return recent(name, n)
+
+
+#: packages twofold cannot run without: versions must agree across a cluster
+REQUIRED = ("python", "twofold", "msgpack", "cloudpickle")
+_REPORTED = (*REQUIRED, "greenlet", "sortedcontainers", "networkx", "numpy", "dask", "distributed")
+
+
+def versions_here(extra: tuple = ()) -> dict[str, Any]:
+    """(Runs anywhere) this process's host and package versions."""
+    import locale
+    import platform
+    import struct
+    import sys
+    from importlib import metadata
+
+    packages: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for name in (*_REPORTED[1:], *extra):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    host = {
+        "python": sys.version.split()[0], "python-bits": struct.calcsize("P") * 8, "OS": platform.system(),
+        "OS-release": platform.release(), "machine": platform.machine(), "processor": platform.processor(),
+        "byteorder": sys.byteorder, "locale": locale.getlocale()[0],
+    }  # fmt: skip
+    return {"host": host, "packages": packages}
+
+
+def _mismatches(versions: dict) -> dict[str, dict[str, Any]]:
+    """Required package -> {who: version}, for the packages whose versions differ."""
+    who = {"client": versions["client"], "scheduler": versions["scheduler"], **versions["workers"]}
+    out = {}
+    for name in REQUIRED:
+        found = {w: v["packages"].get(name) for w, v in who.items()}
+        if len(set(found.values())) > 1:
+            out[name] = found
+    return out
