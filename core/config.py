@@ -41,6 +41,8 @@ class SchedulerConfig:
     semaphore_lease_timeout: float = 30.0
     #: structured events (``log_event``) kept per topic
     events_per_topic: int = 100_000
+    #: finished task runs kept for ``get_task_stream`` (0: none recorded)
+    task_stream_length: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1048,5 +1048,6 @@ from twofold.messages_sharing import (  # noqa: E402,F401
     MetadataRequest,
     RunOnScheduler,
     RunUserCode,
+    TaskStreamRequest,
     TopicEvent,
 )

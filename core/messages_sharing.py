@@ -105,3 +105,20 @@ class RunUserCode(Message):
 
 
 __all__ += ["RunOnScheduler", "RunUserCode"]
+
+
+@message(by="client")
+class TaskStreamRequest(Message):
+    """Finished task runs the scheduler recorded: ``action`` "get" (those that ended at
+    ``start <= stop_time < stop`` on the scheduler's clock, the last ``count``; None: no
+    bound) or "now" (the scheduler's clock, to mark the start of a window)."""
+
+    client: str
+    request_id: str
+    action: str
+    start: float | None = None
+    stop: float | None = None
+    count: int | None = None
+
+
+__all__ += ["TaskStreamRequest"]

@@ -5,13 +5,16 @@ Variables and PubSub should do, written from their documented rules (the
 module docstrings of ``twofold.scheduler.coordination``), plus the
 references to futures that clients, queues and variables hold.  It is fed
 the same events as the real ``SchedulerState`` and, for each, says which
-``CoordinationReply`` (by request id) and which ``TopicMessages`` the
-scheduler must send, which futures it hands to which client, and which
+``CoordinationReply`` (by request id) and which ``TopicMessages`` and
+``TopicPeers`` the scheduler must send, which futures it hands to which client, and which
 request starts waiting (and until when).
 
 It knows nothing of the machine's insides except the names of its
 pseudo-clients (``queue:<name>``, ``variable:<name>``), which the
 reference-count invariant compares.
+
+At the top: what the state machine draws (names, timeouts, each rule's
+arguments, the malformed requests).
 """
 
 from __future__ import annotations
@@ -19,6 +22,76 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from hypothesis import strategies as st
+
+from twofold.messages_coordination import (
+    EventRequest,
+    LockRequest,
+    PubSubRequest,
+    QueueRequest,
+    SemaphoreRequest,
+    VariableRequest,
+)
+
+#: names: mostly the first, so that requests meet (and sometimes another)
+LOCKS = ("L0", "L0", "L0", "L1")
+SEMAPHORES = ("S0", "S0", "S0", "S1")
+EVENTS = ("E0", "E0", "E1")
+QUEUES = ("Q0", "Q0", "Q0", "Q1")
+VARIABLES = ("V0", "V0", "V1")
+TOPICS = ("T0", "T0", "T0", "T1")
+#: each example uses a few primitives only (hypothesis picks rules evenly: fewer rules, deeper histories)
+PRIMITIVES = ("lock", "semaphore", "event", "queue", "variable", "pubsub")
+#: request timeouts: None waits for ever (so does inf), 0 only tries
+TIMEOUTS = st.sampled_from([None, 0, 0, 0.5, 1.0, 3.0, math.inf])
+#: the arguments of each primitive's rule (also drawn by ``burst``), and the primitive it needs
+ARGS = {
+    "lock": dict(name=st.sampled_from(LOCKS), timeout=TIMEOUTS,
+                 action=st.sampled_from(["acquire", "acquire", "release", "release", "locked"])),
+    "semaphore": dict(name=st.sampled_from(SEMAPHORES), max_leases=st.integers(1, 3), timeout=TIMEOUTS,
+                      action=st.sampled_from(["acquire", "acquire", "acquire", "release", "release", "refresh",
+                                              "refresh", "value", "register", "close"])),
+    "event": dict(name=st.sampled_from(EVENTS), timeout=TIMEOUTS,
+                  action=st.sampled_from(["set", "clear", "is_set", "wait", "wait", "wait"])),
+    "queue_put": dict(name=st.sampled_from(QUEUES), maxsize=st.sampled_from([0, 1, 1, 2]), timeout=TIMEOUTS),
+    "queue_get": dict(name=st.sampled_from(QUEUES), maxsize=st.sampled_from([0, 1, 1, 2]), timeout=TIMEOUTS,
+                      count=st.sampled_from([1, 1, 2, 3, -1])),
+    "variable": dict(name=st.sampled_from(VARIABLES), timeout=TIMEOUTS,
+                     action=st.sampled_from(["set", "set", "get", "get", "delete"])),
+    "pubsub": dict(name=st.sampled_from(TOPICS),
+                   action=st.sampled_from(["subscribe", "subscribe", "unsubscribe", "publish", "publish",
+                                           "subscribers", "publisher", "publisher"])),
+}  # fmt: skip
+NEEDS = {"lock": "lock", "semaphore": "semaphore", "event": "event", "queue_put": "queue", "queue_get": "queue",
+         "variable": "variable", "pubsub": "pubsub"}  # fmt: skip
+#: malformed requests, always refused: (message class, error type, fields)
+BAD = {
+    "name not a str": (EventRequest, "TypeError", dict(action="set", name=5)),
+    "name too long": (VariableRequest, "TypeError", dict(action="get", name="v" * 10_001)),
+    "unknown action": (LockRequest, "ValueError", dict(action="frobnicate")),
+    "action not a str": (QueueRequest, "ValueError", dict(action=None)),
+    "negative timeout": (LockRequest, "ValueError", dict(action="acquire", holder="h", timeout=-1.0)),
+    "timeout a str": (QueueRequest, "ValueError", dict(action="get", timeout="soon")),
+    "timeout a bool": (EventRequest, "ValueError", dict(action="wait", timeout=True)),
+    "timeout nan": (VariableRequest, "ValueError", dict(action="get", timeout=math.nan)),
+    "empty lock holder": (LockRequest, "ValueError", dict(action="acquire", holder="")),
+    "empty lease id": (SemaphoreRequest, "ValueError", dict(action="acquire", lease="")),
+    "zero max_leases": (SemaphoreRequest, "ValueError", dict(action="register", name="S-new", max_leases=0)),
+    "bool max_leases": (SemaphoreRequest, "ValueError", dict(action="acquire", name="S-new", lease="x",
+                                                             max_leases=True)),
+    "two items put": (QueueRequest, "ValueError", dict(action="put", items=(("value", b"a"), ("value", b"b")))),
+    "malformed item": (QueueRequest, "TypeError", dict(action="put", items=(("blob", b"a"),))),
+    "empty future key": (VariableRequest, "TypeError", dict(action="set", items=(("future", ""),))),
+    "value not bytes": (VariableRequest, "TypeError", dict(action="set", items=(("value", "text"),))),
+    "zero count": (QueueRequest, "ValueError", dict(action="get", count=0)),
+    "count below -1": (QueueRequest, "ValueError", dict(action="get", count=-2)),
+    "negative maxsize": (QueueRequest, "ValueError", dict(action="get", name="Q-new", maxsize=-1, timeout=0)),
+    "no item set": (VariableRequest, "ValueError", dict(action="set")),
+    "empty sub id": (PubSubRequest, "ValueError", dict(action="subscribe", sub="")),
+    "items not a tuple": (PubSubRequest, "TypeError", dict(action="publish", items=[("value", b"a")])),
+    "delivered not a tuple": (PubSubRequest, "TypeError", dict(action="publish", delivered="T0/sub")),
+}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -42,6 +115,8 @@ class Req:
     leases: tuple = ()
     #: when it waits with a timeout: the time it must be answered by
     deadline: float | None = None
+    #: a waiting queue get: the items it took so far (they are still the queue's)
+    taken: list = field(default_factory=list)
 
 
 @dataclass
@@ -159,6 +234,7 @@ class Model:
                 out[client] = held[key]
         for name, q in self.queues.items():
             n = sum(fut(i) == key for i in q.items) + sum(fut(p.item) == key for p in q.putters)
+            n += sum(fut(i) == key for g in q.getters for i in g.taken)
             if n:
                 out[f"queue:{name}"] = n
         for name, var in self.variables.items():
@@ -392,20 +468,25 @@ class Model:
             self._queue_serve(q)
 
     def _queue_get(self, req: Req) -> None:
+        """A get of ``count`` items takes them one at a time as they come (as dask's
+        ``get(batch=n)``), so puts waiting for room get in meanwhile."""
         q = self._queue(req)
         if req.count == -1:
-            self._queue_deliver(req, q, len(q.items))
+            self._queue_deliver(req, q.items[:])
+            q.items.clear()
             self._queue_serve(q)
         elif not q.getters and len(q.items) >= req.count:
-            self._queue_deliver(req, q, req.count)
+            self._queue_deliver(req, q.items[:req.count])
+            del q.items[:req.count]
             self._queue_serve(q)
         elif req.timeout == 0:
             self.fail(req, "TimeoutError")
         else:
+            req.taken = []
             self.park(req, q.getters)
+            self._queue_serve(q)
 
-    def _queue_deliver(self, req: Req, q: QueueM, count: int) -> None:
-        taken, q.items[:count] = q.items[:count], []
+    def _queue_deliver(self, req: Req, taken: list) -> None:
         self.ok(req, taken)
         self.give(req.client, taken)
 
@@ -419,11 +500,22 @@ class Model:
                 q.items.append(p.item)
                 self.ok(p, True)
                 progress = True
-            while q.getters and len(q.items) >= q.getters[0].count:
-                g = q.getters.pop(0)
-                self.unpark(g)
-                self._queue_deliver(g, q, g.count)
+            while q.getters and q.items:
+                g = q.getters[0]
+                while q.items and len(g.taken) < g.count:
+                    g.taken.append(q.items.pop(0))
                 progress = True
+                if len(g.taken) < g.count:
+                    break
+                q.getters.pop(0)
+                self.unpark(g)
+                self._queue_deliver(g, g.taken)
+
+    @staticmethod
+    def _queue_give_back(q: QueueM, req: Req) -> None:
+        """A get that ends unanswered puts what it took back at the front, in order."""
+        q.items[:0] = req.taken
+        req.taken = []
 
     def _queue_qsize(self, req: Req) -> None:
         q = self.queues.get(req.name)
@@ -433,6 +525,7 @@ class Model:
         q = self.queues[req.name]
         if req in q.getters:
             q.getters.remove(req)
+            self._queue_give_back(q, req)
         else:
             q.putters.remove(req)  # the queue lets go of its item
         self.fail(req, "TimeoutError")
@@ -440,8 +533,12 @@ class Model:
 
     def _queues_drop(self, client: str) -> None:
         for q in self.queues.values():
-            for w in [w for w in q.getters + q.putters if w.client == client]:
-                (q.getters if w in q.getters else q.putters).remove(w)
+            for w in reversed([w for w in q.getters if w.client == client]):
+                q.getters.remove(w)
+                self.unpark(w)
+                self._queue_give_back(q, w)
+            for w in [w for w in q.putters if w.client == client]:
+                q.putters.remove(w)
                 self.unpark(w)
             self._queue_serve(q)
 

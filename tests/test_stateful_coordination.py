@@ -2,11 +2,13 @@
 
 The machine below plays several clients and workers of one scheduler
 (``SchedulerState`` with its default extensions) and feeds it messages
-with ``state.handle``: clients come (``AddClient``) and go
-(``RemoveClient``), workers come and go (``AddWorker`` / ``RemoveWorker``),
-clients submit root tasks (``UpdateGraph``) that workers finish or fail
-(``TaskFinished`` / ``TaskErred``), release and cancel them, and, in random
-interleavings, use every primitive:
+with ``state.handle``: clients come (``AddClient``, sometimes again under an
+old id) and go (``RemoveClient``), workers come and go (``AddWorker`` /
+``RemoveWorker``, and restarts under the same address), clients submit root
+tasks (``UpdateGraph``) that workers finish or fail (``TaskFinished`` /
+``TaskErred``), release them and cancel them (also with force) and, in
+random interleavings, use the primitives (each example a few of them, so
+that histories get deep; ``burst`` runs several steps at once):
 
 * locks: acquire (wait for ever, with a timeout, or ``timeout=0``: dask's
   ``blocking=False``), release by holder id (held or not), ``locked``;
@@ -15,55 +17,64 @@ interleavings, use every primitive:
 * events: set, clear, is_set, wait (with timeouts);
 * queues (``maxsize`` 0-2): put of values ``("value", b"...")`` and of
   futures ``("future", key)`` (computing, finished, erred, or forgotten),
-  get of 1, 2 or all (-1) items, with timeouts, qsize;
+  get of 1, 2, 3 or all (-1) items, with timeouts, qsize;
 * variables: set (values and futures), get (waiting, with timeouts), delete;
-* pub/sub: subscribe, unsubscribe, publish (values, and a future: refused),
-  subscribers.
+* pub/sub: subscribe, unsubscribe, publish (values, some subscribers reached
+  directly; a future: refused), subscribers, publishers on workers and their
+  acknowledgements (a subscription waits for them);
+* malformed requests (a buggy or hostile client): refused, nothing changes.
 
 Requests "from inside a task" carry ``worker=`` a live worker's address.
-Time moves on (``TimerFired`` for each pending timer whose time has come,
-in order, each at its due time); semaphore leases are refreshed only when a
-rule says so, so they also expire.
+Time moves on: each pending timer whose time has come fires (``TimerFired``),
+in order, at its due time, or late (all at the end of the step), or not yet
+(the next requests come while it is overdue); stale ``TimerFired`` (of
+cancelled or re-set timers) are delivered too.  Semaphore leases are
+refreshed only when a rule says so, so they expire.
 
 Every event is checked against a model (``coordination_machine_support``):
 the exact set of ``CoordinationReply`` it causes (request id, client, ok,
-value or error type), the ``TopicMessages`` in order, the ``SetTimer`` of a
-request that starts waiting (due at now + timeout), and a ``KeyInMemory``
-/ ``KeyErred`` for each future handed to a client whose task is done.
-After every event, besides ``state.validate()``:
+value or error type), the ``TopicMessages`` and ``TopicPeers`` in order,
+the ``SetTimer`` of a request that starts waiting (due at now + timeout),
+and a ``KeyInMemory`` / ``KeyErred`` for each future handed to a client
+whose task is done.  After every event, besides ``state.validate()``:
 
 * locks: the scheduler's holder and waiters are the model's (so at most
   one holder, and the one the replies named);
 * semaphores: never more than ``max_leases`` leases, the same leases and
-  waiters as the model, and none left unrefreshed for the lease timeout;
+  waiters as the model, and (once due timers fired) none left unrefreshed
+  for the lease timeout;
 * queues: no item lost or duplicated, from the replies alone: the items
   whose put was acknowledged, in order, are the items delivered, in order,
-  then what the queue holds now (a put that waited and whose client left,
-  or that timed out, was never acknowledged and never appears);
-* every request is answered exactly once; a waiting request is answered by
-  its deadline (no waiter is past it once due timers fired; each has its
-  timer); requests of clients that left, or from tasks on workers that left
-  (locks, semaphores), are dropped unanswered;
+  then those a waiting get has taken so far, then what is queued (a put
+  that waited and whose client left, or that timed out, was never
+  acknowledged and never appears; a get that ends unanswered gives back
+  what it took, at the front);
+* every request is answered exactly once; one that cannot wait (timeout 0,
+  release, qsize, ...) at once; a waiting one by its deadline (no waiter is
+  past it once due timers fired; each has exactly its timer pending);
+  requests of clients that left, and of tasks on workers that left (locks,
+  semaphores, subscriptions), are dropped unanswered;
 * futures: each key's ``who_wants`` is exactly what the model says clients,
-  queues (items and waiting putters) and variables hold; a held key is in
-  ``state.tasks`` and not released; a key nobody holds is forgotten; the
-  pseudo-clients exist exactly while they hold something.
+  queues (items, waiting putters, items a waiting get took) and variables
+  hold; a held key is in ``state.tasks`` and not released; a key nobody
+  holds is forgotten; the pseudo-clients exist exactly while they hold
+  something.
 
-At the end: time runs out (every timed request answered), every client
-leaves (nothing waits, nothing is held), and a last client drains the
-queues and deletes the variables: nothing is left on the scheduler.
+At the end: time runs out (every timed request answered, every lease
+expired), every client leaves (nothing waits, nothing is locked or
+subscribed), and a last client drains the queues and deletes the
+variables: nothing is left on the scheduler.
 
-Below the machine: reproducers of the open bugs it found (xfail, strict;
-the machine steers around them unless ``TWOFOLD_STATEFUL_KNOWN_BUGS=expose``).
+Below the machine: reproducers of what it found (regressions for the bugs
+fixed since, and the documented behaviour that bug 3 became).
 
-Settings: ``TWOFOLD_COORDINATION_EXAMPLES`` examples (100) of
+Settings: ``TWOFOLD_COORDINATION_EXAMPLES`` examples (200) of
 ``TWOFOLD_COORDINATION_STEPS`` steps (50); the soak test (``-m slow``, or
 ``TWOFOLD_SOAK=1``) runs ``TWOFOLD_SOAK_EXAMPLES`` (2000).
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -71,7 +82,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from coordination_machine_support import Model, Req, fut
+from coordination_machine_support import ARGS, BAD, NEEDS, PRIMITIVES, Model, Req
 from scheduler_support import BOOM
 from twofold.config import SchedulerConfig
 from twofold.messages import (
@@ -111,7 +122,7 @@ from twofold.scheduler.transitions import FIRE_AND_FORGET
 
 settings.register_profile(
     "twofold-coordination",
-    max_examples=int(os.environ.get("TWOFOLD_COORDINATION_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("TWOFOLD_COORDINATION_EXAMPLES", "200")),
     stateful_step_count=int(os.environ.get("TWOFOLD_COORDINATION_STEPS", "50")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -122,70 +133,8 @@ settings.register_profile(
     max_examples=int(os.environ.get("TWOFOLD_SOAK_EXAMPLES", "2000")),
 )
 
-#: Steer around the open bugs reproduced at the bottom of this file (``AVOID_KNOWN_BUGS``);
-#: ``TWOFOLD_STATEFUL_KNOWN_BUGS=expose`` drives straight into them (as in test_stateful.py).
-AVOID_KNOWN_BUGS = os.environ.get("TWOFOLD_STATEFUL_KNOWN_BUGS", "avoid") != "expose"
-
 MAX_CLIENTS = 3
 MAX_WORKERS = 3
-#: names: mostly the first, so that requests meet (and sometimes another)
-LOCKS = ("L0", "L0", "L0", "L1")
-SEMAPHORES = ("S0", "S0", "S0", "S1")
-EVENTS = ("E0", "E0", "E1")
-QUEUES = ("Q0", "Q0", "Q0", "Q1")
-VARIABLES = ("V0", "V0", "V1")
-TOPICS = ("T0", "T0", "T0", "T1")
-#: each example uses a few primitives only (hypothesis picks rules evenly: fewer rules, deeper histories)
-PRIMITIVES = ("lock", "semaphore", "event", "queue", "variable", "pubsub")
-#: request timeouts: None waits for ever (so does inf), 0 only tries
-TIMEOUTS = st.sampled_from([None, 0, 0, 0.5, 1.0, 3.0, math.inf])
-#: the arguments of each primitive's rule (also drawn by ``burst``), and the primitive it needs
-ARGS = {
-    "lock": dict(name=st.sampled_from(LOCKS), timeout=TIMEOUTS,
-                 action=st.sampled_from(["acquire", "acquire", "release", "release", "locked"])),
-    "semaphore": dict(name=st.sampled_from(SEMAPHORES), max_leases=st.integers(1, 3), timeout=TIMEOUTS,
-                      action=st.sampled_from(["acquire", "acquire", "acquire", "release", "release", "refresh",
-                                              "refresh", "value", "register", "close"])),
-    "event": dict(name=st.sampled_from(EVENTS), timeout=TIMEOUTS,
-                  action=st.sampled_from(["set", "clear", "is_set", "wait", "wait", "wait"])),
-    "queue_put": dict(name=st.sampled_from(QUEUES), maxsize=st.sampled_from([0, 1, 1, 2]), timeout=TIMEOUTS),
-    "queue_get": dict(name=st.sampled_from(QUEUES), maxsize=st.sampled_from([0, 1, 1, 2]), timeout=TIMEOUTS,
-                      count=st.sampled_from([1, 1, 2, -1])),
-    "variable": dict(name=st.sampled_from(VARIABLES), timeout=TIMEOUTS,
-                     action=st.sampled_from(["set", "set", "get", "get", "delete"])),
-    "pubsub": dict(name=st.sampled_from(TOPICS),
-                   action=st.sampled_from(["subscribe", "subscribe", "unsubscribe", "publish", "publish",
-                                           "subscribers", "publisher", "publisher"])),
-}  # fmt: skip
-NEEDS = {"lock": "lock", "semaphore": "semaphore", "event": "event", "queue_put": "queue", "queue_get": "queue",
-         "variable": "variable", "pubsub": "pubsub"}  # fmt: skip
-#: malformed requests, always refused: (message class, error type, fields)
-BAD = {
-    "name not a str": (EventRequest, "TypeError", dict(action="set", name=5)),
-    "name too long": (VariableRequest, "TypeError", dict(action="get", name="v" * 10_001)),
-    "unknown action": (LockRequest, "ValueError", dict(action="frobnicate")),
-    "action not a str": (QueueRequest, "ValueError", dict(action=None)),
-    "negative timeout": (LockRequest, "ValueError", dict(action="acquire", holder="h", timeout=-1.0)),
-    "timeout a str": (QueueRequest, "ValueError", dict(action="get", timeout="soon")),
-    "timeout a bool": (EventRequest, "ValueError", dict(action="wait", timeout=True)),
-    "timeout nan": (VariableRequest, "ValueError", dict(action="get", timeout=math.nan)),
-    "empty lock holder": (LockRequest, "ValueError", dict(action="acquire", holder="")),
-    "empty lease id": (SemaphoreRequest, "ValueError", dict(action="acquire", lease="")),
-    "zero max_leases": (SemaphoreRequest, "ValueError", dict(action="register", name="S-new", max_leases=0)),
-    "bool max_leases": (SemaphoreRequest, "ValueError", dict(action="acquire", name="S-new", lease="x",
-                                                             max_leases=True)),
-    "two items put": (QueueRequest, "ValueError", dict(action="put", items=(("value", b"a"), ("value", b"b")))),
-    "malformed item": (QueueRequest, "TypeError", dict(action="put", items=(("blob", b"a"),))),
-    "empty future key": (VariableRequest, "TypeError", dict(action="set", items=(("future", ""),))),
-    "value not bytes": (VariableRequest, "TypeError", dict(action="set", items=(("value", "text"),))),
-    "zero count": (QueueRequest, "ValueError", dict(action="get", count=0)),
-    "count below -1": (QueueRequest, "ValueError", dict(action="get", count=-2)),
-    "negative maxsize": (QueueRequest, "ValueError", dict(action="get", name="Q-new", maxsize=-1, timeout=0)),
-    "no item set": (VariableRequest, "ValueError", dict(action="set")),
-    "empty sub id": (PubSubRequest, "ValueError", dict(action="subscribe", sub="")),
-    "items not a tuple": (PubSubRequest, "TypeError", dict(action="publish", items=[("value", b"a")])),
-    "delivered not a tuple": (PubSubRequest, "TypeError", dict(action="publish", delivered="T0/sub")),
-}  # fmt: skip
 #: the coordination extensions' timer prefixes -> the model's request kinds
 PREFIXES = {"lock": "lock", "semaphore": "semaphore", "event": "event", "queue": "queue", "variable": "variable"}
 KIND_OF = {LockRequest: "lock", SemaphoreRequest: "semaphore", EventRequest: "event", QueueRequest: "queue",
@@ -208,6 +157,7 @@ class CoordinationMachine(RuleBasedStateMachine):
         self._n = 0
         self.clients: list[str] = []
         self.departed: list[str] = []
+        self.gone_workers: list[str] = []
         #: every timer token the scheduler ever set
         self.past_timers: dict[str, None] = {}
         self.workers: list[str] = []
@@ -356,7 +306,24 @@ class CoordinationMachine(RuleBasedStateMachine):
     def remove_worker(self, data):
         worker = data.draw(st.sampled_from(self.workers), label="worker")
         self.workers.remove(worker)
+        self.gone_workers.append(worker)
         self.send(RemoveWorker(self.now, self.sid("leave"), worker), lambda: self.model.worker_removed(worker))
+
+    @precondition(lambda self: self.state is not None and (self.workers or self.gone_workers))
+    @rule(data=st.data())
+    def restart_worker(self, data):
+        """A worker comes back under its address: after it left, or (a nanny faster than the
+        scheduler noticed) while the scheduler still has the old one, which is removed first."""
+        worker = data.draw(st.sampled_from(self.workers + self.gone_workers), label="worker")
+        if worker in self.workers:
+            step = lambda: self.model.worker_removed(worker)  # noqa: E731
+        elif len(self.workers) < MAX_WORKERS:
+            self.gone_workers.remove(worker)
+            self.workers.append(worker)
+            step = None
+        else:
+            return
+        self.send(AddWorker(self.now, self.sid("restart"), worker, 1), step)
 
     @precondition(lambda self: self.state is not None and self.departed and len(self.clients) < MAX_CLIENTS)
     @rule(data=st.data())
@@ -474,16 +441,10 @@ class CoordinationMachine(RuleBasedStateMachine):
     def cancel(self, data, force):
         client = data.draw(st.sampled_from(self.clients), label="client")
         keys = sorted(self.state.tasks)
-        if force and AVOID_KNOWN_BUGS:
-            # bug 1: a forced cancel strips the references queues and variables hold
-            holders = self.model.holders
-            keys = [k for k in keys if not any(":" in h for h in holders(k))]
-            if not keys:
-                return
         key = data.draw(st.sampled_from(keys), label="key")
         m = self.model
 
-        def step():
+        def step():  # (forced: every client's references, not those queues and variables hold)
             for c in (self.clients if force else [client]):
                 m.refs[c].pop(key, None)
 
@@ -685,18 +646,23 @@ class CoordinationMachine(RuleBasedStateMachine):
         events = ext["events"].events
         assert {n: (e.flag, [w.event.request_id for w in e.waiters]) for n, e in events.items()} == {
             n: (e.flag, [r.rid for r in e.waiters]) for n, e in m.events.items()}
-        # queues: the model's, and the ledger: acknowledged == delivered + still queued, in order
+        # queues: the model's, and the ledger: acknowledged == delivered + taken + queued, in order
         queues = ext["queues"].queues
         assert set(queues) == set(m.queues), (sorted(queues), sorted(m.queues))
         for name, q in queues.items():
             mq = m.queues[name]
             assert q.maxsize == mq.maxsize
             assert list(q.items) == mq.items, (name, list(q.items), mq.items)
-            assert [w.event.request_id for w in q.getters] == [r.rid for r in mq.getters], name
+            assert [(w.event.request_id, w.data) for w in q.getters] == [(r.rid, r.taken) for r in mq.getters], name
             assert [w.event.request_id for w in q.putters] == [r.rid for r in mq.putters], name
+            # (a partial get given back may leave more than maxsize queued: nothing is lost, puts wait)
+            assert not q.putters or len(q.items) >= q.maxsize, f"queue {name}: a put waits with room"
+            # (only the first waiting get has taken items, and then nothing is queued)
+            taken = [item for w in q.getters for item in w.data]
             acked, delivered = self.acked.get(name, []), self.delivered.get(name, [])
-            assert acked == delivered + list(q.items), (
-                f"queue {name}: acknowledged {acked} != delivered {delivered} + queued {list(q.items)}")
+            assert acked == delivered + taken + list(q.items), (
+                f"queue {name}: acknowledged {acked} != delivered {delivered} + taken by a waiting get {taken}"
+                f" + queued {list(q.items)}")
         # variables
         variables = ext["variables"].variables
         assert {n: (v.item, [w.event.request_id for w in v.waiters]) for n, v in variables.items()} == {
@@ -800,53 +766,77 @@ def test_coordination_machine_soak(request):
 
 
 # --------------------------------------------------------------------------
-# Open library bugs: deterministic reproducers (the machine steers around them)
+# What the machine found
+#
+# Bugs 1 and 2 were open at a13ac72 (where this file first ran) and are fixed
+# since: these pin the exact interleavings.  Bug 3 (a queue over maxsize after
+# a partial get gives back) is now documented behaviour, pinned below.
 # --------------------------------------------------------------------------
 
 
 class _Sched:
-    """A SchedulerState fed one event at a time (time stands still)."""
+    """A SchedulerState fed one event at a time (time as given, 0 by default), validated after each."""
 
     def __init__(self, **config):
         config.setdefault("steal_interval", 0.0)
         self.state = SchedulerState(SchedulerConfig(**config))
         self._n = 0
+        self.now = 0.0
 
-    def __call__(self, cls, *args, **fields) -> list:
+    def __call__(self, cls, *args, **fields) -> dict:
+        """Handle the event; its CoordinationReplies as ``{request_id: (ok, value or error type)}``."""
         self._n += 1
-        return self.state.handle(cls(0.0, f"s{self._n}", *args, **fields))
-
-    def replies(self, outs) -> dict:
-        return {o.request_id: (o.ok, o.value if o.ok else o.error_type) for o in outs
+        self.outs = self.state.handle(cls(self.now, f"s{self._n}", *args, **fields))
+        self.state.validate()
+        return {o.request_id: (o.ok, o.value if o.ok else o.error_type) for o in self.outs
                 if isinstance(o, CoordinationReply)}  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="bug 1: CancelKeys(force=True) drops the references that queues and "
-                                       "variables hold (their pseudo-clients are among who_wants)")  # fmt: skip
-def test_bug_1_forced_cancel_strips_the_queue_reference():
+def test_bug_1_forced_cancel_leaves_the_queues_reference():
+    """Bug 1 (a13ac72): CancelKeys(force=True) dropped every reference in ``who_wants``, the queue's
+    pseudo-client's too: KeyCancelled went to "queue:q", t-1 was forgotten, validate() failed (its
+    future 't-1' is not held) and a later get handed c0 a future of a key the scheduler no longer
+    knew, with no status ever to come.  (Variables alike.)"""
     s = _Sched()
     s(AddClient, "c0")
     s(AddWorker, "w0", 1)
     s(UpdateGraph, "c0", (TaskSpec("t-1", b"f"),), ("t-1",))
     s(QueueRequest, "c0", "r1", "put", "q", (("future", "t-1"),))  # acknowledged: the queue holds t-1
-    outs = s(CancelKeys, "c0", ("t-1",), True)
-    # today: KeyCancelled goes to the pseudo-client "queue:q", t-1 is forgotten, and validate() fails
-    # ("queue 'q': its future 't-1' is not held"); a later get hands c0 a future of a key the scheduler
-    # no longer knows, with no status ever to come
-    assert [o.client for o in outs if isinstance(o, KeyCancelled)] == ["c0"], outs
-    s.state.validate()
-    assert "t-1" in s.state.tasks and s.state.tasks["t-1"].who_wants == {"queue:q": 1}
+    s(CancelKeys, "c0", ("t-1",), True)
+    assert [o.client for o in s.outs if isinstance(o, KeyCancelled)] == ["c0"], s.outs
+    assert s.state.tasks["t-1"].who_wants == {"queue:q": 1}
+    assert s(QueueRequest, "c0", "r2", "get", "q") == {"r2": (True, [("future", "t-1")])}
+    assert s.state.tasks["t-1"].who_wants == {"c0": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="bug 2: a get of n items waits until n are queued at once, so with "
-                                       "maxsize < n and putters waiting nobody ever moves (dask takes the "
-                                       "items one at a time, letting the putters in)")  # fmt: skip
-def test_bug_2_get_of_more_items_than_maxsize_deadlocks():
+def test_bug_2_a_get_of_more_items_than_maxsize_lets_the_putters_in():
+    """Bug 2 (a13ac72): a get of n items waited until n were queued at once, so with maxsize < n and a
+    put waiting for room neither was ever answered (dask's get(batch=n) takes the items one at a time)."""
     s = _Sched()
     s(AddClient, "c0")
     s(AddClient, "c1")
-    s(QueueRequest, "c0", "p1", "put", "q", (("value", b"a"),), maxsize=1)  # acknowledged
-    s(QueueRequest, "c0", "p2", "put", "q", (("value", b"b"),), maxsize=1)  # waits for room
-    outs = s(QueueRequest, "c1", "g1", "get", "q", count=2)  # dask's Queue.get(batch=2)
-    # dask: [a, b], and the second put goes through; here neither is ever answered (no timeout)
-    assert s.replies(outs) == {"g1": (True, [("value", b"a"), ("value", b"b")]), "p2": (True, True)}
+    assert s(QueueRequest, "c0", "p1", "put", "q", (("value", b"a"),), maxsize=1) == {"p1": (True, True)}
+    assert s(QueueRequest, "c0", "p2", "put", "q", (("value", b"b"),), maxsize=1) == {}  # waits for room
+    replies = s(QueueRequest, "c1", "g1", "get", "q", count=2)
+    assert replies == {"g1": (True, [("value", b"a"), ("value", b"b")]), "p2": (True, True)}
+
+
+def test_a_partial_get_that_times_out_gives_everything_back_even_past_maxsize():
+    """Found as bug 3: the puts a waiting get of 3 let in were acknowledged, so when it
+    times out the items it took go back too, and the queue holds more than maxsize for a
+    while (documented in queues.py): nothing is lost, order is kept, puts wait until it
+    drains."""
+    s = _Sched()
+    s(AddClient, "c0")
+    s(AddClient, "c1")
+    assert s(QueueRequest, "c1", "g1", "get", "q", count=3, maxsize=1, timeout=1.0) == {}  # waits
+    assert s(QueueRequest, "c0", "p1", "put", "q", (("value", b"a"),), maxsize=1) == {"p1": (True, True)}
+    assert s(QueueRequest, "c0", "p2", "put", "q", (("value", b"b"),), maxsize=1) == {"p2": (True, True)}
+    s.now = 1.0
+    assert s(TimerFired, "queue:w1") == {"g1": (False, "TimeoutError")}  # a and b go back to the queue
+    assert s(QueueRequest, "c0", "n1", "qsize", "q") == {"n1": (True, 2)}
+    assert s(QueueRequest, "c0", "p3", "put", "q", (("value", b"c"),), maxsize=1, timeout=0.0) == {
+        "p3": (False, "TimeoutError")}  # full
+    assert s(QueueRequest, "c1", "g2", "get", "q") == {"g2": (True, [("value", b"a")])}
+    assert s(QueueRequest, "c1", "g3", "get", "q") == {"g3": (True, [("value", b"b")])}
+    assert s(QueueRequest, "c0", "p4", "put", "q", (("value", b"d"),), maxsize=1) == {"p4": (True, True)}

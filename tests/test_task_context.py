@@ -228,3 +228,31 @@ def _log_warning_on_scheduler():
     import logging
 
     logging.getLogger("twofold.runtime.scheduler.user").warning("a line for get_scheduler_logs")
+
+
+# --------------------------------------------------------------------------
+# the task stream
+# --------------------------------------------------------------------------
+
+
+def test_get_task_stream_records_finished_runs(client):
+    from task_context_support import boom, square
+
+    from twofold import get_task_stream
+
+    with get_task_stream(client=client) as ts:
+        client.gather(client.map(square, range(6), pure=False))
+        bad = client.submit(boom, 1, pure=False)
+        with pytest.raises(ValueError):
+            bad.result(timeout=TIMEOUT)
+    squares = [r for r in ts.data if r["key"].startswith("square-")]
+    assert len(squares) == 6 and all(r["status"] == "OK" and r["type"] == "int" for r in squares)
+    workers = set(client.scheduler_info()["workers"])
+    for r in ts.data:
+        (ss,) = r["startstops"]
+        assert ss["action"] == "compute" and ss["start"] <= ss["stop"] and r["worker"] in workers
+    assert [r["status"] for r in ts.data if r["key"] == bad.key] == ["error"]
+    assert len(client.get_task_stream(count=3)) == 3
+    assert client.get_task_stream(start="1000s", count=0) == []
+    with pytest.raises(NotImplementedError, match="plot"):
+        client.get_task_stream(plot=True)

@@ -40,6 +40,7 @@ from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
 from twofold.client.remote import RemoteMethods
 from twofold.client.sharing import SharingMethods
+from twofold.client.taskstream import TaskStreamMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
@@ -304,7 +305,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods):
+class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods, TaskStreamMethods):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or

@@ -326,7 +326,9 @@ class ClientHandlers:
             stack.extend(ts.dependents)
         outs = self._outs
         for ts in closure:
-            clients = list(ts.who_wants) if event.force else [event.client]
+            # forced: every client's reference, but not those extensions hold (a queue's item
+            # must stay a future its getter can use)
+            clients = [c for c in ts.who_wants if not self.clients[c].holder] if event.force else [event.client]
             for client in clients:
                 if self._drop_wants(client, ts) and client != FIRE_AND_FORGET:
                     outs.append(KeyCancelled(self._now, self._sid, client, ts.key))

@@ -8,9 +8,10 @@ comes after them (datasets, events, plugins) are each an :class:`Extension`:
   (``timer_prefix``: a token ``"<prefix>"`` or ``"<prefix>:<arg>"`` comes
   back to :meth:`Extension.on_timer`);
 * it may react to the cluster changing: :meth:`worker_added`,
-  :meth:`worker_removed`, :meth:`client_removed`, :meth:`graph_added`, and
-  to every task transition (:meth:`transition`, only if it overrides it:
-  the machine calls nobody per transition otherwise);
+  :meth:`worker_removed`, :meth:`client_removed`, :meth:`graph_added`, to
+  every task transition (:meth:`transition`) and every finished run
+  (:meth:`task_done`); the per-task hooks cost a call only for the
+  extensions that override them;
 * it has :meth:`validate` (raise AssertionError on a broken invariant; the
   scheduler's ``validate()`` calls it) and :meth:`statistics` (a frozen
   snapshot, for tests and dashboards).
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from twofold.scheduler.state import WorkerInfo
 
 #: the hooks an extension may override; the machine calls only the overridden ones
-HOOKS = ("worker_added", "worker_removed", "client_removed", "graph_added", "transition")
+HOOKS = ("worker_added", "worker_removed", "client_removed", "graph_added", "transition", "task_done")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,10 @@ class Extension:
 
     def transition(self, key: str, start: str, finish: str, stimulus_id: str, now: float) -> None:
         """A task moved from ``start`` to ``finish`` (overriding this costs a call per transition)."""
+
+    def task_done(self, ts: Any, worker: str, start: float, stop: float, ok: bool) -> None:
+        """A task's run on ``worker`` ended (its worker's clock: ``start``, ``stop``), with a
+        result (``ok``) or an error, and the scheduler took the outcome."""
 
     def on_timer(self, token: str, arg: str) -> None:
         """A timer of ours fired (``arg``: what followed ``prefix:`` in the token)."""

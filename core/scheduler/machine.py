@@ -119,8 +119,9 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
                     raise ValueError(f"timer prefix {prefix!r} of {name!r} is taken or malformed")
                 self._timer_owners[prefix] = ext
         self._handlers = handlers
-        for hook in HOOKS:
-            setattr(self, f"_hooks_{hook}", [getattr(e, hook) for e in extensions if overrides(e, hook)])
+        for hook in HOOKS:  # (an extension may switch a hook off by setting it to None on itself)
+            hooks = [getattr(e, hook) for e in extensions if overrides(e, hook)]
+            setattr(self, f"_hooks_{hook}", [h for h in hooks if h is not None])
         self._rebuild_story()
 
     def observe_transitions(self, sink: Any) -> None:
@@ -229,7 +230,10 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         ts = self.tasks.get(key)
         if ts is None:
             return False
-        self._add_wants(self._client(holder), ts)
+        cs = self._client(holder)
+        if not report:
+            cs.holder = True
+        self._add_wants(cs, ts)
         if ts.state == "released":
             self._transitions({ts: "waiting"})
         elif report:

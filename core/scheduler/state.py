@@ -162,12 +162,15 @@ class WorkerInfo:
 class ClientInfo:
     """A client and the references it holds."""
 
-    __slots__ = ("name", "wants")
+    __slots__ = ("name", "wants", "holder")
 
     def __init__(self, name: str):
         self.name = name
         #: key -> reference count (always > 0)
         self.wants: dict[Key, int] = {}
+        #: a pseudo-client of an extension (a queue, a variable, a dataset) keeping keys alive:
+        #: a forced cancel leaves its references alone
+        self.holder = False
 
     def __repr__(self) -> str:
         return f"<ClientInfo {self.name!r} wants={len(self.wants)}>"

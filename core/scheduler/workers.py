@@ -204,6 +204,9 @@ class WorkerHandlers:
             self._processing_memory(ts, ws, event.nbytes, event.typename, event.inline, recs)
             if recs:
                 self._transitions(recs)
+            if self._hooks_task_done:
+                for hook in self._hooks_task_done:
+                    hook(ts, ws.address, start, stop, True)
         elif state == "memory":
             if ws not in ts.who_has:
                 ts.who_has[ws] = None
@@ -227,6 +230,8 @@ class WorkerHandlers:
             self._learn_duration(ts, event.start, event.stop)
             self._fail(ts, event.error, ts.key, recs, free=False)
         self._transitions(recs)
+        for hook in self._hooks_task_done:
+            hook(ts, ws.address, event.start, event.stop, False)
 
     def _on_reschedule(self: SchedulerState, event: RescheduleTask) -> None:
         ws = self.workers.get(event.worker)

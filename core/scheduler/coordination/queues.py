@@ -1,8 +1,12 @@
 """Queues: FIFO items per name, with an optional ``maxsize``; getters and putters wait in order.
 
-A ``get`` of ``count`` items waits until there are that many (``count=-1``:
-whatever is there now, at once).  A ``put`` into a full queue waits for
-room; its future is held from the moment the put arrives.  Queues live
+A ``get`` of ``count`` items takes them one at a time as they come (as
+dask's ``get(batch=n)`` does), so waiting puts get in even when ``count``
+exceeds ``maxsize``; it is answered once it has ``count`` (``count=-1``:
+whatever is there now, at once).  A get that times out or whose client
+leaves puts what it had taken back at the front, in order.  A ``put`` into
+a full queue waits for room; its future is held from the moment the put
+arrives.  Queues live
 until the scheduler goes (an empty queue costs a few hundred bytes): a
 queue re-created by name finds its items.
 """
@@ -93,15 +97,16 @@ class Queues(CoordinationExtension):
         elif event.timeout == 0:
             self.fail(event, "TimeoutError", f"queue {event.name!r} has {len(q.items)} items, not {count}")
         else:
-            self.wait(event, q.getters)
+            self.wait(event, q.getters, [])  # data: the items taken so far
+            self._serve(event.name, q)
 
-    def _deliver(self, event: QueueRequest, q: _Queue, count: int) -> None:
-        taken = [q.items.popleft() for _ in range(count)]
+    def _deliver(self, event: QueueRequest, q: _Queue, count: int, taken: list | None = None) -> None:
+        taken = (taken or []) + [q.items.popleft() for _ in range(count - len(taken or ()))]
         self.reply(event, taken)
         I.hand_over(self, holder_of(event.name), event.client, taken)
 
     def _serve(self, name: str, q: _Queue) -> None:
-        """Let waiting puts in and waiting gets out while they can, oldest first."""
+        """Let waiting puts in and hand items to waiting gets while they can, oldest first."""
         progress = True
         while progress:
             progress = False
@@ -111,11 +116,22 @@ class Queues(CoordinationExtension):
                 q.items.append(waiter.data)
                 self.reply(waiter.event, True)
                 progress = True
-            while q.getters and len(q.items) >= q.getters[0].event.count:
-                waiter = q.getters.popleft()
-                self.done_waiting(waiter)
-                self._deliver(waiter.event, q, waiter.event.count)
+            while q.getters and q.items:
+                waiter = q.getters[0]
+                taken = waiter.data
+                while q.items and len(taken) < waiter.event.count:
+                    taken.append(q.items.popleft())
                 progress = True
+                if len(taken) < waiter.event.count:
+                    break  # it waits for more; the room it made may let putters in
+                q.getters.popleft()
+                self.done_waiting(waiter)
+                self._deliver(waiter.event, q, len(taken), taken)
+
+    def _give_back(self, q: _Queue, waiter: Waiter) -> None:
+        """A get that ends unanswered: what it had taken goes back to the front, in order."""
+        q.items.extendleft(reversed(waiter.data))
+        waiter.data = []
 
     def _qsize(self, event: QueueRequest) -> None:
         q = self.queues.get(event.name)
@@ -125,7 +141,8 @@ class Queues(CoordinationExtension):
         q = self.queues[waiter.event.name]
         if waiter in q.getters:
             q.getters.remove(waiter)
-            what = f"{waiter.event.count} items"
+            self._give_back(q, waiter)
+            what = "an item" if waiter.event.count == 1 else f"{waiter.event.count} items"
         else:
             q.putters.remove(waiter)
             I.release(self, holder_of(waiter.event.name), waiter.data)
@@ -136,7 +153,8 @@ class Queues(CoordinationExtension):
 
     def client_removed(self, client: str) -> None:
         for name, q in self.queues.items():
-            self.drop_waiters(q.getters, lambda w: w.client != client)
+            for waiter in reversed(self.drop_waiters(q.getters, lambda w: w.client != client)):
+                self._give_back(q, waiter)
             for waiter in self.drop_waiters(q.putters, lambda w: w.client != client):
                 I.release(self, holder_of(name), waiter.data)  # its put never happened
             self._serve(name, q)
@@ -144,9 +162,13 @@ class Queues(CoordinationExtension):
     def validate(self) -> None:
         for name, q in self.queues.items():
             holder = holder_of(name)
-            for item in (*q.items, *(w.data for w in q.putters)):
+            taken = [item for w in q.getters for item in w.data]
+            for item in (*q.items, *(w.data for w in q.putters), *taken):
                 assert I.holds(self, holder, item), f"queue {name!r}: its future {item[1]!r} is not held"
-            assert not q.getters or len(q.items) < q.getters[0].event.count, f"queue {name!r}: a getter could be served"
+            assert not q.getters or not q.items, f"queue {name!r}: a getter could take an item"
+            for w in q.getters:
+                assert len(w.data) < w.event.count, f"queue {name!r}: a served getter still waits"
+            assert all(not w.data for w in list(q.getters)[1:]), f"queue {name!r}: a later getter took items first"
             assert not q.putters or q.full(), f"queue {name!r}: a putter could be served"
         self.check_waiters([*(q.getters for q in self.queues.values()), *(q.putters for q in self.queues.values())])
 
