@@ -88,6 +88,18 @@ class RemoteMethods:
         value = self._coordinate(lambda now, sid, rid: RunOnScheduler(now, sid, self.id, rid, data))
         return self._backend.load_inline(value)
 
+    # -- not supported ------------------------------------------------------------------
+
+    def start_ipython_workers(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: upstream dask removed IPython kernels on workers (and twofold has none)."""
+        raise NotImplementedError("start_ipython_workers: IPython kernels on workers are not supported "
+                                  "(dask.distributed dropped them too); use client.run(...) to run code there")  # fmt: skip
+
+    def start_ipython_scheduler(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: upstream dask removed the IPython kernel on the scheduler."""
+        raise NotImplementedError("start_ipython_scheduler: an IPython kernel on the scheduler is not supported "
+                                  "(dask.distributed dropped it too); use client.run_on_scheduler(...)")  # fmt: skip
+
     # -- versions and logs -------------------------------------------------------------
 
     def get_versions(self, check: bool = False, packages: Any = None) -> dict[str, Any]:
