@@ -1051,3 +1051,4 @@ from twofold.messages_sharing import (  # noqa: E402,F401
     TaskStreamRequest,
     TopicEvent,
 )
+from twofold.messages_ops import ClusterOpRequest  # noqa: E402,F401

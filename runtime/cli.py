@@ -225,6 +225,7 @@ async def _run_worker(args: argparse.Namespace) -> int:
 async def _worker_in_process(args, address, sec, resources, memory_limit, stop) -> int:
     from twofold.errors import CommClosedError, ProtocolError
     from twofold.errors import TimeoutError as TwofoldTimeoutError
+    from twofold.messages_ops import RETIRE_REASON
     from twofold.runtime.worker import WorkerServer
 
     worker = WorkerServer(address, nthreads=args.nthreads, name=args.name, resources=resources,
@@ -247,6 +248,8 @@ async def _worker_in_process(args, address, sec, resources, memory_limit, stop) 
     logger.warning("worker %s stopped: %s", worker.address, reason)
     if reason.startswith("lost the scheduler"):
         return EXIT_SCHEDULER_LOST
+    if reason.endswith(RETIRE_REASON):
+        return 0  # retired (retire_workers): the nanny does not start another
     return 4  # closed by the scheduler (e.g. missed heartbeats): the nanny starts a fresh one
 
 

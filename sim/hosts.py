@@ -38,6 +38,7 @@ from twofold.messages import (
     WorkerHeartbeat,
 )
 from twofold.scheduler import SchedulerState
+from twofold.messages_ops import RETIRE_REASON
 from twofold.scheduler.state import key_prefix
 from twofold.sim.actors import SimActors
 from twofold.sim.models import _NONE_NBYTES, TaskInfo, function_name, measure_nbytes
@@ -277,7 +278,8 @@ class WorkerHost:
         self.actors.lose(f"the scheduler closed its worker ({reason})")
         self._lose_client(reason)
         self.sim.clock.abort(self)
-        self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)
+        if reason != RETIRE_REASON:  # (a retired worker stays down)
+            self.sim.clock.at(self.sim.clock.now + self.sim.restart_delay, self._restart_if_dead)
 
     def _lose_client(self, reason: str) -> None:
         """The tasks' client dies with the process (its locks and leases go back)."""

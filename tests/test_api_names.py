@@ -35,9 +35,8 @@ get_task_stream CancelledError KilledWorker
 
 #: in the reference, not built yet (the rest of the Client API issue)
 NOT_YET = {
-    "call_stack", "compute", "dump_cluster_state", "normalize_collection", "persist", "profile", "rebalance",
-    "register_scheduler_plugin", "register_worker_callbacks", "register_worker_plugin", "replicate", "restart",
-    "retire_workers", "run_coroutine", "shutdown", "unregister_worker_plugin", "upload_file",
+    "call_stack", "dump_cluster_state", "profile", "register_scheduler_plugin", "register_worker_callbacks",
+    "register_worker_plugin", "restart", "run_coroutine", "shutdown", "unregister_worker_plugin", "upload_file",
     "WorkerPlugin", "SchedulerPlugin",
 }  # fmt: skip
 

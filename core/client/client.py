@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from twofold.client.backend import Backend
+from twofold.client.cluster_ops import ClusterOpsMethods
+from twofold.client.collections import CollectionMethods
 from twofold.client.coordinating import CoordinationPlumbing
 from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
@@ -305,7 +307,8 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods, TaskStreamMethods):
+class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods, TaskStreamMethods,
+             CollectionMethods, ClusterOpsMethods):
     """Connect to a cluster and run functions on it through futures.
 
     ``address`` is a cluster object with ``_connect(client) -> Backend`` or
@@ -438,7 +441,7 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
 
         futures = submit_graph(self, dsk, keys, workers=workers, allow_other_workers=allow_other_workers,
                                resources=resources, retries=retries, priority=priority)  # fmt: skip
-        return self.gather(futures) if sync else futures
+        return self._gather_from_task(futures) if sync else futures
 
     def get_executor(self, **options: Any):
         """A ``concurrent.futures.Executor`` that runs calls on the cluster (``options``:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgpack
 
 from twofold.client.future import Future, FutureState
-from twofold.errors import TimeoutError
+from twofold.errors import CancelledError, TimeoutError
 
 if TYPE_CHECKING:
     from twofold.client.client import Client
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 #: builtin exception types a reply's ``error_type`` may name
 _ERRORS: dict[str, type[Exception]] = {
     "TimeoutError": TimeoutError, "RuntimeError": RuntimeError, "ValueError": ValueError, "TypeError": TypeError,
-    "KeyError": KeyError,
+    "KeyError": KeyError, "CancelledError": CancelledError,
 }  # fmt: skip
 
 _UNITS = {

@@ -9,8 +9,8 @@ comes after them (datasets, events, plugins) are each an :class:`Extension`:
   back to :meth:`Extension.on_timer`);
 * it may react to the cluster changing: :meth:`worker_added`,
   :meth:`worker_removed`, :meth:`client_removed`, :meth:`graph_added`, to
-  every task transition (:meth:`transition`) and every finished run
-  (:meth:`task_done`); the per-task hooks cost a call only for the
+  every task transition (:meth:`transition`), every finished run
+  (:meth:`task_done`) and new copies of data (:meth:`replicas_added`); the per-task hooks cost a call only for the
   extensions that override them;
 * it has :meth:`validate` (raise AssertionError on a broken invariant; the
   scheduler's ``validate()`` calls it) and :meth:`statistics` (a frozen
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from twofold.scheduler.state import WorkerInfo
 
 #: the hooks an extension may override; the machine calls only the overridden ones
-HOOKS = ("worker_added", "worker_removed", "client_removed", "graph_added", "transition", "task_done")
+HOOKS = ("worker_added", "worker_removed", "client_removed", "graph_added", "transition", "task_done",
+         "replicas_added")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,10 @@ class Extension:
     def task_done(self, ts: Any, worker: str, start: float, stop: float, ok: bool) -> None:
         """A task's run on ``worker`` ended (its worker's clock: ``start``, ``stop``), with a
         result (``ok``) or an error, and the scheduler took the outcome."""
+
+    def replicas_added(self, ws: WorkerInfo, keys: tuple[str, ...]) -> None:
+        """``ws`` reported holding copies of ``keys`` (``AddReplicas``); those the
+        scheduler took are in ``ts.who_has``."""
 
     def on_timer(self, token: str, arg: str) -> None:
         """A timer of ours fired (``arg``: what followed ``prefix:`` in the token)."""

@@ -37,9 +37,10 @@ def default_extensions() -> list[Extension]:
     primitives, and what clients share (datasets, metadata, events)."""
     from twofold.scheduler.coordination import coordination_extensions
     from twofold.scheduler.sharing import sharing_extensions
+    from twofold.scheduler.cluster_ops import ClusterOps
     from twofold.scheduler.stealing import Stealing
 
-    return [Stealing(), *coordination_extensions(), *sharing_extensions()]
+    return [Stealing(), *coordination_extensions(), *sharing_extensions(), ClusterOps()]
 
 
 class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):

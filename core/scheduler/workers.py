@@ -272,6 +272,8 @@ class WorkerHandlers:
         if stale:
             ws.free_seq += 1
             self._outs.append(RemoveReplicas(self._now, self._sid, ws.address, tuple(stale), ws.free_seq))
+        for hook in self._hooks_replicas_added:
+            hook(ws, tuple(event.nbytes))
 
     def _on_missing_data(self: SchedulerState, event: MissingData) -> None:
         ts = self.tasks.get(event.key)
