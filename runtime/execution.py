@@ -26,6 +26,7 @@ import traceback as tb_module
 from collections import OrderedDict
 from contextvars import ContextVar
 from queue import SimpleQueue
+from threading import get_ident
 from typing import Any, Callable
 
 from twofold import serialize
@@ -222,8 +223,16 @@ class RuntimeTaskContext:
 _task_var: ContextVar[tuple | None] = ContextVar("twofold_task", default=None)
 
 
+#: thread ident -> (worker server, key) of the task that thread runs (``call_stack``)
+RUNNING: dict[int, tuple] = {}
+
+
 def set_current(server: Any, key: str | None) -> None:
-    _local.task = (server, key) if key is not None else None
+    if key is not None:
+        _local.task = RUNNING[get_ident()] = (server, key)
+    else:
+        _local.task = None
+        RUNNING.pop(get_ident(), None)
 
 
 def _current() -> RuntimeTaskContext | None:

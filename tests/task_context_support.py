@@ -78,3 +78,20 @@ def fails_on(address, dask_worker=None):
     if dask_worker.address == address:
         raise OSError(f"fails on {address}")
     return "fine"
+
+
+def sleepy_marker(path):
+    """Waits (runtime: until ``path`` exists; simulator: on an Event that the test sets)."""
+    import os
+    import time
+
+    from twofold.context import current_task
+    from twofold import Event
+
+    if type(current_task()).__name__ == "SimTaskContext":
+        Event(path).wait(timeout=30)
+        return "done"
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"

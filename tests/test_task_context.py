@@ -256,3 +256,34 @@ def test_get_task_stream_records_finished_runs(client):
     assert client.get_task_stream(start="1000s", count=0) == []
     with pytest.raises(NotImplementedError, match="plot"):
         client.get_task_stream(plot=True)
+
+
+# --------------------------------------------------------------------------
+# call_stack
+# --------------------------------------------------------------------------
+
+
+def test_call_stack_shows_where_a_running_task_is(client, cluster, tmp_path):
+    from task_context_support import sleepy_marker
+
+    from twofold import Event
+    from test_client_api import eventually, is_sim
+
+    path = str(tmp_path / "go")
+    f = client.submit(sleepy_marker, path, pure=False)
+    try:
+        def inside() -> dict:  # (the task counts as running from before its function is even loaded)
+            found = {w: s for w, s in client.call_stack([f]).items() if s}
+            return found if any("sleepy_marker" in line for s in found.values() for line in s[f.key]) else {}
+
+        stacks = eventually(cluster, inside, what="the task's function is on its stack")
+        ((worker, by_key),) = stacks.items()
+        assert set(by_key) == {f.key}
+        assert set(client.call_stack()) == set(client.scheduler_info()["workers"])
+    finally:
+        if is_sim(cluster):
+            Event(path, client=client).set()
+        else:
+            open(path, "w").close()
+    assert f.result(timeout=TIMEOUT) == "done"
+    assert all(not s for s in client.call_stack(keys=[f.key]).values())

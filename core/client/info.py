@@ -130,6 +130,17 @@ class InfoMethods:
             keys = tuple(k if isinstance(k, str) else k.key for k in iter_futures_or_keys(keys))
         return self._inspect("nbytes", keys=keys, summary=summary)
 
+    def call_stack(self: Client, futures: Any = None, keys: Any = None) -> dict[str, dict[str, list[str]]]:
+        """The stacks of executing tasks, by worker address then key (those of ``futures``/``keys``
+        only, if given): lines as ``traceback.format_stack`` gives them."""
+        from twofold.client.stacks import task_stacks
+
+        wanted: list[str] = []
+        for source in (futures, keys):
+            if source is not None:
+                wanted += [k if isinstance(k, str) else k.key for k in iter_futures_or_keys(source)]
+        return self.run(task_stacks, tuple(wanted))
+
 
 def iter_futures_or_keys(obj: Any):
     """Keys (str) and futures, from one or a collection of them."""
