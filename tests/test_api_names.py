@@ -35,8 +35,8 @@ get_task_stream CancelledError KilledWorker
 
 #: in the reference, not built yet (the rest of the Client API issue)
 NOT_YET = {
-    "dump_cluster_state", "profile", "register_scheduler_plugin", "register_worker_callbacks",
-    "register_worker_plugin", "restart", "run_coroutine", "shutdown", "unregister_worker_plugin", "upload_file",
+    "profile", "register_scheduler_plugin", "register_worker_callbacks",
+    "register_worker_plugin", "restart", "shutdown", "unregister_worker_plugin", "upload_file",
     "WorkerPlugin", "SchedulerPlugin",
 }  # fmt: skip
 

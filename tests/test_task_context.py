@@ -287,3 +287,27 @@ def test_call_stack_shows_where_a_running_task_is(client, cluster, tmp_path):
             open(path, "w").close()
     assert f.result(timeout=TIMEOUT) == "done"
     assert all(not s for s in client.call_stack(keys=[f.key]).values())
+
+
+def test_dump_cluster_state_writes_scheduler_and_workers(client, tmp_path):
+    import gzip
+
+    import msgpack
+
+    from task_context_support import async_plus
+
+    f = client.submit(sum, [1, 2], pure=False)
+    f.result(timeout=TIMEOUT)
+    path = client.dump_cluster_state(str(tmp_path / "dump"))
+    assert path.endswith(".msgpack.gz")
+    with gzip.open(path) as fh:
+        state = msgpack.unpackb(fh.read(), raw=False, strict_map_key=False)
+    assert state["scheduler"]["tasks"][f.key]["state"] == "memory"
+    assert set(state["workers"]) == set(client.scheduler_info()["workers"])
+    holder = state["scheduler"]["tasks"][f.key]["who_has"][0]
+    assert f.key in state["workers"][holder]["data"]
+    assert "locks" in state["scheduler"]["statistics"] and state["versions"]["client"]["packages"]["twofold"]
+    with pytest.raises(ValueError, match="format"):
+        client.dump_cluster_state(str(tmp_path / "x"), format="xml")
+    with pytest.warns(DeprecationWarning):
+        assert set(client.run_coroutine(async_plus, 1).values()) == {101}

@@ -142,6 +142,31 @@ class InfoMethods:
         return self.run(task_stacks, tuple(wanted))
 
 
+    def dump_cluster_state(self: Client, filename: str = "dump-cluster-state", write_from_scheduler: Any = None,
+                           exclude: Any = (), format: str = "msgpack", **storage_options: Any) -> str:  # noqa: A002
+        """Write the scheduler's and every worker's state to ``filename`` (``.msgpack.gz``, or
+        ``.yaml`` with ``format="yaml"``), for a post-mortem; returns the path."""
+        from twofold.client import dumps
+
+        if format not in ("msgpack", "yaml"):
+            raise ValueError(f"format= must be 'msgpack' or 'yaml', got {format!r}")
+        state = {
+            "scheduler": self.run_on_scheduler(dumps.scheduler_state),
+            "workers": {w: v if not isinstance(v, BaseException) else repr(v)
+                        for w, v in self.run(dumps.worker_state, on_error="return").items()},
+            "versions": self.get_versions(),
+        }  # fmt: skip
+        return dumps.write(state, filename, format)
+
+    def run_coroutine(self: Client, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        """Deprecated in dask: ``run`` takes coroutine functions."""
+        import warnings
+
+        warnings.warn("run_coroutine is deprecated: use client.run, which runs coroutine functions",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return self.run(function, *args, **kwargs)
+
+
 def iter_futures_or_keys(obj: Any):
     """Keys (str) and futures, from one or a collection of them."""
     if isinstance(obj, str):
