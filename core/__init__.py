@@ -43,6 +43,8 @@ __all__ = [
     "Semaphore",
     "Sub",
     "Variable",
+    "WorkerPlugin",
+    "SchedulerPlugin",
 ]
 
 #: names loaded on first use: a worker process needs the machines, not the Client
@@ -69,6 +71,8 @@ _LAZY = {
     "Variable": "twofold.client.queues",
     "Pub": "twofold.client.pubsub",
     "Sub": "twofold.client.pubsub",
+    "WorkerPlugin": "twofold.plugins",
+    "SchedulerPlugin": "twofold.plugins",
 }
 
 

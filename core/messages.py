@@ -1052,3 +1052,4 @@ from twofold.messages_sharing import (  # noqa: E402,F401
     TopicEvent,
 )
 from twofold.messages_ops import ClusterOpRequest  # noqa: E402,F401
+from twofold.messages_plugins import WorkerPluginRequest, WorkerPlugins  # noqa: E402,F401

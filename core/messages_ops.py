@@ -32,4 +32,34 @@ class ClusterOpRequest(Message):
     remove: bool = True
 
 
-__all__ = ["ClusterOpRequest", "RETIRE_REASON"]
+#: the ``CloseWorker.reason`` of ``Client.restart``: its driver starts the worker again, empty
+RESTART_REASON = "restarting (Client.restart)"
+#: the ``CloseWorker.reason`` of ``Client.shutdown``: its driver stops it for good (no restart)
+SHUTDOWN_REASON = "cluster shut down (Client.shutdown)"
+#: the ``CancelledError`` message of the futures a restart dropped (as dask's)
+RESTART_MESSAGE = "scheduler-restart: the scheduler restarted its workers; please re-run your work"
+
+
+@message(by="client")
+class RestartRequest(Message):
+    """``action``: "restart" (every worker restarts, every task is released, every
+    future cancelled; answered once ``wait_for_workers`` as many workers as before
+    are back, or an error after ``timeout``) or "shutdown" (every worker closes for
+    good, then the scheduler's driver stops the scheduler)."""
+
+    client: str
+    request_id: str
+    action: str = "restart"
+    timeout: float | None = None
+    wait_for_workers: bool = True
+
+
+@message(to="driver")
+class StopScheduler(Message):
+    """The scheduler's driver: stop the scheduler (``Client.shutdown``)."""
+
+    reason: str
+
+
+__all__ = ["ClusterOpRequest", "RETIRE_REASON", "RESTART_REASON", "SHUTDOWN_REASON", "RESTART_MESSAGE",
+           "RestartRequest", "StopScheduler"]

@@ -153,7 +153,8 @@ async def _run_scheduler(args: argparse.Namespace) -> int:
                                           "pid": os.getpid()})  # fmt: skip
         logger.info("wrote the scheduler file %s", args.scheduler_file)
     logger.info("scheduler ready at %s", server.address)
-    await stop.wait()
+    await asyncio.wait([loop.create_task(stop.wait()), loop.create_task(server.stopped.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)  # (a signal, or Client.shutdown)
     await server.close()
     if args.scheduler_file:
         try:
@@ -219,13 +220,16 @@ async def _run_worker(args: argparse.Namespace) -> int:
     stopper.cancel()
     reasons = ended.result()
     logger.info("all workers ended: %s", "; ".join(reasons))
-    return EXIT_SCHEDULER_LOST if any("lost the scheduler" in r for r in reasons) else 1
+    if any("lost the scheduler" in r for r in reasons):
+        return EXIT_SCHEDULER_LOST
+    return 0 if all(r.endswith("exited with code 0") for r in reasons) else 1  # (0: all retired or shut down)
 
 
 async def _worker_in_process(args, address, sec, resources, memory_limit, stop) -> int:
     from twofold.errors import CommClosedError, ProtocolError
     from twofold.errors import TimeoutError as TwofoldTimeoutError
-    from twofold.messages_ops import RETIRE_REASON
+    from twofold.messages_ops import RESTART_REASON, RETIRE_REASON, SHUTDOWN_REASON
+    from twofold.runtime.nanny import EXIT_RESTART
     from twofold.runtime.worker import WorkerServer
 
     worker = WorkerServer(address, nthreads=args.nthreads, name=args.name, resources=resources,
@@ -248,8 +252,10 @@ async def _worker_in_process(args, address, sec, resources, memory_limit, stop) 
     logger.warning("worker %s stopped: %s", worker.address, reason)
     if reason.startswith("lost the scheduler"):
         return EXIT_SCHEDULER_LOST
-    if reason.endswith(RETIRE_REASON):
-        return 0  # retired (retire_workers): the nanny does not start another
+    if reason.endswith((RETIRE_REASON, SHUTDOWN_REASON)):
+        return 0  # retired (retire_workers) or shut down: the nanny does not start another
+    if reason.endswith(RESTART_REASON):
+        return EXIT_RESTART  # Client.restart: the nanny starts a fresh one at once
     return 4  # closed by the scheduler (e.g. missed heartbeats): the nanny starts a fresh one
 
 

@@ -142,6 +142,22 @@ class LocalCluster:
                                   scheduler_server=self.scheduler)  # fmt: skip
             self.worker_servers.append(worker)
             await worker.start()
+            asyncio.get_running_loop().create_task(self._restart_when_asked(worker, address, name))
+
+    async def _restart_when_asked(self, worker: WorkerServer, address: str, name: str) -> None:
+        """A thread worker closed by ``Client.restart`` starts again, empty (a nanny's job for processes)."""
+        from twofold.messages_ops import RESTART_REASON
+
+        reason = await asyncio.shield(worker.finished)
+        if self.status != "closed" and isinstance(reason, str) and reason.endswith(RESTART_REASON):
+            try:
+                self.worker_servers.remove(worker)
+            except ValueError:
+                pass
+            try:
+                await self._add_worker(address, name)
+            except Exception:
+                logger.warning("%r could not restart worker %s", self, name, exc_info=True)
 
     # -- what a Client needs ---------------------------------------------------------
 

@@ -28,6 +28,8 @@ logger = logging.getLogger("twofold.runtime.nanny")
 
 #: a worker's exit code when it lost the scheduler (the nanny then stops too)
 EXIT_SCHEDULER_LOST = 3
+#: a worker's exit code when the scheduler restarts it (``Client.restart``): started again, never a "fast death"
+EXIT_RESTART = 5
 #: give up after this many deaths in a row each within FAST_DEATH seconds of starting
 MAX_FAST_DEATHS = 5
 FAST_DEATH = 5.0
@@ -129,7 +131,10 @@ class Nanny:
             if not self._restart or code == 0:
                 self._finish(f"worker {self.name} exited with code {code}")
                 return
-            fast_deaths = fast_deaths + 1 if time.monotonic() - started < FAST_DEATH else 1
+            if code == EXIT_RESTART:
+                fast_deaths = 0  # asked for (Client.restart): not a crash loop
+            else:
+                fast_deaths = fast_deaths + 1 if time.monotonic() - started < FAST_DEATH else 1
             if fast_deaths >= MAX_FAST_DEATHS:
                 logger.error("worker %s died %d times in a row within %.0f s of starting (last exit code %s); "
                              "not restarting it again", self.name, fast_deaths, FAST_DEATH, code)  # fmt: skip

@@ -29,6 +29,7 @@ from typing import Any
 from twofold import messages as M
 from twofold.config import SchedulerConfig
 from twofold.errors import CommClosedError
+from twofold.messages_ops import StopScheduler
 from twofold.runtime import inproc, logs
 from twofold.runtime.comm import Comm, Listener, listen
 from twofold.runtime.inproc import InprocComm
@@ -73,6 +74,7 @@ class SchedulerServer:
         self._sid = 0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopped: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<SchedulerServer {self.address or 'not started'}: {len(self.workers)} workers, {len(self.clients)} clients>"
@@ -83,6 +85,7 @@ class SchedulerServer:
         logs.attach(logger.name)  # get_scheduler_logs()
         self._loop = asyncio.get_running_loop()
         self._workers_changed = asyncio.Event()
+        self.stopped = asyncio.Event()  # set once closed (Client.shutdown, or close())
         self._listener = await listen(
             self._host, self._port, self._serve, kind="scheduler", name=self._name, secret=self._secret,
             ssl=self._ssl, limits=self._limits,
@@ -95,6 +98,8 @@ class SchedulerServer:
         if self._closed:
             return
         self._closed = True
+        if self.stopped is not None:
+            self.stopped.set()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -243,6 +248,8 @@ class SchedulerServer:
     def _handle(self, msg: M.Message) -> None:
         M.restamp(msg, time.monotonic())
         self._route(self.state.handle(msg))
+        if self.state.plugin_hub is not None:  # scheduler plugins: their hooks, after the outputs
+            self.state.plugin_hub.after(msg)
 
     def _route(self, outs: list) -> None:
         workers = self.workers
@@ -266,7 +273,17 @@ class SchedulerServer:
                     comm.send(out)
                     self._loop.create_task(comm.close(out.reason))
             elif kind == "driver":
-                self._loop.create_task(self._run_user_code(out))
+                if type(out) is StopScheduler:
+                    self._loop.create_task(self._stop(out.reason))
+                else:
+                    self._loop.create_task(self._run_user_code(out))
+
+    async def _stop(self, reason: str) -> None:
+        """``Client.shutdown``: flush what is queued to every connection, then close."""
+        logger.info("scheduler at %s stopping: %s", self.address, reason)
+        comms = [*self.clients.values(), *self.workers.values()]
+        await asyncio.gather(*(c.close(reason) for c in comms if not c.closed), return_exceptions=True)
+        await self.close()
 
     async def _run_user_code(self, out: M.RunUserCode) -> None:
         """``run_on_scheduler``: user code in this process, on this loop (a coroutine function

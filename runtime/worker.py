@@ -47,6 +47,8 @@ from twofold.runtime.protocol import (
     RunRequest,
     TopicPost,
 )
+from twofold.plugins import close_worker as close_plugins
+from twofold.plugins import flush_transitions, install_stored
 from twofold.runtime.rpc import ConnectionPool
 from twofold.worker import WorkerState
 
@@ -67,6 +69,9 @@ def local_worker(address: str, loop: asyncio.AbstractEventLoop) -> "WorkerServer
 
 class WorkerServer:
     """One worker: ``await start()``, then it serves until ``await close()`` or the scheduler goes."""
+
+    #: set while a worker plugin overrides ``transition`` (``twofold.plugins``)
+    plugin_tap = None
 
     def __init__(
         self,
@@ -184,6 +189,7 @@ class WorkerServer:
         if self._threads is not None:
             self._threads.close()
         self.actors.close()
+        close_plugins(self)
         for event in self._rejoin.values():
             event.set()
         client, self._task_client = self._task_client, None
@@ -216,6 +222,9 @@ class WorkerServer:
                     if type(msg) is M.CloseWorker:
                         reason = f"the scheduler closed this worker: {msg.reason}"
                         raise CommClosedError(reason)
+                    if type(msg) is M.WorkerPlugins:  # for this driver, not the machine
+                        install_stored(self, msg.plugins, pickle.loads)
+                        continue
                     self.handle(msg)
         except CommClosedError as exc:
             if reason.startswith("the scheduler closed the connection"):
@@ -250,6 +259,8 @@ class WorkerServer:
             return None
         M.restamp(msg, time.monotonic())
         outs = self.state.handle(msg)
+        if self.plugin_tap is not None:  # worker plugins overriding transition()
+            flush_transitions(self.plugin_tap)
         keep = self._keep_one
         kept = None
         for out in outs:

@@ -233,6 +233,10 @@ class SimCluster:
     def close(self) -> None:
         self._sim.closed = True
         self._sim.clock.close()
+        from twofold.plugins import close_worker
+
+        for host in list(self._sim.workers.values()):  # worker plugins' teardown, uploaded files
+            close_worker(host)
         _REGISTRY.pop(self.scheduler_address, None)
         self._release_gc()
 

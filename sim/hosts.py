@@ -39,6 +39,8 @@ from twofold.messages import (
 )
 from twofold.scheduler import SchedulerState
 from twofold.messages_ops import RETIRE_REASON
+from twofold.messages_plugins import WorkerPlugins
+from twofold.plugins import flush_transitions, install_stored
 from twofold.scheduler.state import key_prefix
 from twofold.sim.actors import SimActors
 from twofold.sim.models import _NONE_NBYTES, TaskInfo, function_name, measure_nbytes
@@ -100,6 +102,8 @@ class SchedulerHost:
             self.state.validate()
         if outs:
             self.route(outs)
+        if self.state.plugin_hub is not None:  # scheduler plugins: their hooks, after the outputs
+            self.state.plugin_hub.after(msg)
 
     def route(self, outs: list) -> None:
         sim = self.sim
@@ -150,7 +154,8 @@ class SchedulerHost:
                 background = out.background or out.token.startswith("ttl:")
                 clock.at(out.at, self._fire, out.token, background=background)
             elif kind == -1:
-                self._run_user_code(out)
+                if hasattr(out, "function"):  # (StopScheduler: Client.shutdown closes the SimCluster itself)
+                    self._run_user_code(out)
             else:
                 host = workers.get(out.worker)
                 if host is not None:
@@ -181,6 +186,9 @@ class SchedulerHost:
 
 
 class WorkerHost:
+    #: set while a worker plugin overrides ``transition`` (``twofold.plugins``)
+    plugin_tap = None
+
     def __init__(
         self,
         sim: Simulation,
@@ -318,8 +326,13 @@ class WorkerHost:
         if not self.alive or (incarnation is not None and incarnation != self.incarnation):
             return
         sim = self.sim
+        if type(msg) is WorkerPlugins:  # for this driver, not the machine
+            install_stored(self, msg.plugins, sim.objects.__getitem__)
+            return
         _setattr(msg, "now", sim.clock.now)  # restamp
         outs = self.state.handle(msg)
+        if self.plugin_tap is not None:  # worker plugins overriding transition()
+            flush_transitions(self.plugin_tap)
         if sim.validate:
             self.state.validate()
         if outs:

@@ -35,9 +35,7 @@ get_task_stream CancelledError KilledWorker
 
 #: in the reference, not built yet (the rest of the Client API issue)
 NOT_YET = {
-    "profile", "register_scheduler_plugin", "register_worker_callbacks",
-    "register_worker_plugin", "restart", "shutdown", "unregister_worker_plugin", "upload_file",
-    "WorkerPlugin", "SchedulerPlugin",
+    "profile",
 }  # fmt: skip
 
 #: in the reference, deliberately not supported (README, with the reason)

@@ -40,6 +40,7 @@ from twofold.client.collections import CollectionMethods
 from twofold.client.coordinating import CoordinationPlumbing
 from twofold.client.data import DataMethods
 from twofold.client.info import InfoMethods
+from twofold.client.plugins import PluginMethods
 from twofold.client.remote import RemoteMethods
 from twofold.client.sharing import SharingMethods
 from twofold.client.taskstream import TaskStreamMethods
@@ -307,7 +308,7 @@ class _Request:
 # --------------------------------------------------------------------------
 
 
-class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods, TaskStreamMethods,
+class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, RemoteMethods, PluginMethods, TaskStreamMethods,
              CollectionMethods, ClusterOpsMethods):
     """Connect to a cluster and run functions on it through futures.
 

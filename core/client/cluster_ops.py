@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from twofold.client.future import iter_futures, wait
 from twofold.client.options import normalize_workers
-from twofold.errors import CancelledError
-from twofold.messages_ops import ClusterOpRequest
+from twofold.errors import CancelledError, CommClosedError
+from twofold.messages_ops import ClusterOpRequest, RestartRequest
 
 if TYPE_CHECKING:
     from twofold.client.client import Client
@@ -115,3 +115,49 @@ class ClusterOpsMethods:
             return {}
         self._check_running()
         return self._cluster_op("retire", None, pool, None, close_workers, remove)
+
+    def restart(self: Client, timeout: float | None = 120.0, wait_for_workers: bool = True,
+                asynchronous: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        """Restart every worker of the cluster, as dask's: running work stops, all data
+        is deleted and every future of every client becomes cancelled
+        (``CancelledError``, "scheduler-restart"); tasks interrupted this way are
+        not counted as failures.  Worker processes are started again by their
+        nannies (threads of a ``LocalCluster``: new in-process workers; a
+        simulated worker comes back empty ``restart_delay`` later).
+
+        With ``wait_for_workers`` returns once as many workers as before are back,
+        raising ``twofold.TimeoutError`` if they are not within ``timeout``
+        seconds (virtual seconds on the simulator; None: no limit).  A restart
+        asked while another still waits for its workers is refused
+        (``RuntimeError``).
+        """
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):  # fmt: skip
+            raise ValueError(f"timeout= must be a number >= 0 or None, got {timeout!r}")
+        if not isinstance(wait_for_workers, bool):
+            raise TypeError(f"wait_for_workers= must be True or False, got {wait_for_workers!r}")
+        self._check_running()
+        self._coordinate(lambda now, sid, rid: RestartRequest(now, sid, self.id, rid, "restart",
+                                                              None if timeout is None else float(timeout),
+                                                              wait_for_workers))  # fmt: skip
+
+    def shutdown(self: Client) -> None:
+        """Shut the cluster down, then close this client.
+
+        A cluster object (``LocalCluster``, ``SimCluster``) closes; with a client
+        of a remote scheduler (``Client("tcp://...")``) the scheduler closes its
+        workers for good (nannies do not restart them) and stops (the
+        ``twofold scheduler`` process exits).  Other clients of the cluster see
+        their waits end with ``CommClosedError``.
+        """
+        cluster = self.cluster
+        try:
+            if cluster is not None:
+                cluster.close()
+            elif self.status == "running":
+                try:
+                    self._coordinate(lambda now, sid, rid: RestartRequest(now, sid, self.id, rid, "shutdown"))
+                except CommClosedError:
+                    pass  # the scheduler closed the connection before its answer came: it is stopping
+        finally:
+            self.close()

@@ -38,9 +38,10 @@ def default_extensions() -> list[Extension]:
     from twofold.scheduler.coordination import coordination_extensions
     from twofold.scheduler.sharing import sharing_extensions
     from twofold.scheduler.cluster_ops import ClusterOps
+    from twofold.scheduler.restart import Restart
     from twofold.scheduler.stealing import Stealing
 
-    return [Stealing(), *coordination_extensions(), *sharing_extensions(), ClusterOps()]
+    return [Stealing(), *coordination_extensions(), *sharing_extensions(), ClusterOps(), Restart()]
 
 
 class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
@@ -50,6 +51,9 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     objects to run (default: :func:`default_extensions`); each is attached
     to this machine and reached as ``state.extensions[name]``.
     """
+
+    #: the driver's scheduler plugins (``twofold.plugins.SchedulerPluginHub``); the machine never reads it
+    plugin_hub: Any = None
 
     def __init__(
         self,
