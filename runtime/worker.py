@@ -33,7 +33,7 @@ from twofold import messages as M
 from twofold.client.spec import substitute
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.errors import CommClosedError, ProtocolError
-from twofold.runtime import execution, logs, topics
+from twofold.runtime import execution, logs, profiler, topics
 from twofold.runtime.actors import WorkerActors
 from twofold.runtime.comm import Comm, Listener, connect, listen
 from twofold.runtime.payload import pack, unpack
@@ -141,6 +141,8 @@ class WorkerServer:
 
     async def start(self) -> "WorkerServer":
         logs.attach(logger.name)  # get_worker_logs()
+        if profiler.wanted():  # client.profile() (TWOFOLD_PROFILE=0: only once a client asks)
+            profiler.start()
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.finished = loop.create_future()

@@ -95,3 +95,14 @@ def sleepy_marker(path):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "done"
+
+
+def busy_loop(seconds):
+    """Burns CPU in a function of its own, so a profile shows it."""
+    import time
+
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n

@@ -34,9 +34,7 @@ get_task_stream CancelledError KilledWorker
 """.split()
 
 #: in the reference, not built yet (the rest of the Client API issue)
-NOT_YET = {
-    "profile",
-}  # fmt: skip
+NOT_YET: set[str] = set()
 
 #: in the reference, deliberately not supported (README, with the reason)
 NOT_SUPPORTED = {"start_ipython_scheduler", "start_ipython_workers"}

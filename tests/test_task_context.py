@@ -311,3 +311,33 @@ def test_dump_cluster_state_writes_scheduler_and_workers(client, tmp_path):
         client.dump_cluster_state(str(tmp_path / "x"), format="xml")
     with pytest.warns(DeprecationWarning):
         assert set(client.run_coroutine(async_plus, 1).values()) == {101}
+
+
+# --------------------------------------------------------------------------
+# profile
+# --------------------------------------------------------------------------
+
+
+def _names(node):
+    yield node["description"]["name"]
+    for child in node["children"].values():
+        yield from _names(child)
+
+
+def test_profile_shows_the_functions_tasks_spent_time_in(client, cluster):
+    from task_context_support import busy_loop
+
+    client.profile()  # (starts the workers' samplers if TWOFOLD_PROFILE=0 kept them off)
+    f = client.submit(busy_loop, 0.3, pure=False)
+    f.result(timeout=TIMEOUT)
+    tree = client.profile()
+    assert tree["identifier"] == "root" and tree["count"] > 0
+    assert "busy_loop" in set(_names(tree))  # (the simulator's tree: by task prefix, from its trace)
+    per_worker = client.profile(merge_workers=False)
+    assert set(per_worker) == set(client.scheduler_info()["workers"])
+    assert sum(t["count"] for t in per_worker.values()) == tree["count"]
+    assert client.profile(key="no-such-prefix")["count"] == 0
+    with pytest.raises(NotImplementedError, match="plot"):
+        client.profile(plot=True)
+    with pytest.raises(TypeError, match="task prefix"):
+        client.profile(key=3)

@@ -158,6 +158,36 @@ class InfoMethods:
         }  # fmt: skip
         return dumps.write(state, filename, format)
 
+    def profile(self: Client, key: str | None = None, start: Any = None, stop: Any = None, workers: Any = None,
+                merge_workers: bool = True, plot: bool = False, filename: str | None = None, server: bool = False,
+                scheduler: bool = False) -> dict:  # fmt: skip
+        """A statistical profile of the workers' tasks, as dask's tree (see ``twofold.client.profiles``):
+        ``key``, a task prefix; ``start``/``stop``, wall-clock times (``time.time()``; virtual
+        time on the simulator); ``merge_workers=False``: one tree per worker address."""
+        from twofold.client import profiles
+        from twofold.client.options import normalize_workers
+
+        if plot or filename or server or scheduler:
+            raise NotImplementedError("profile(plot=, filename=, server=, scheduler=): only the workers' tasks "
+                                      "are profiled, as data (no plot yet)")  # fmt: skip
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key= is a task prefix (str), got {key!r}")
+        for edge in (start, stop):
+            if edge is not None and (isinstance(edge, bool) or not isinstance(edge, (int, float))):
+                raise TypeError(f"start= and stop= are times (numbers), got {edge!r}")
+        records = getattr(self.cluster, "records", None)
+        if callable(records):  # a simulated cluster: from its trace
+            wanted = normalize_workers(workers)
+            trees = profiles.from_trace(records("task"), key, start, stop, wanted)
+            for address in self.scheduler_info()["workers"]:
+                if wanted is None or address in wanted:
+                    trees.setdefault(address, profiles.root())
+        else:
+            from twofold.runtime.profiler import worker_profile
+
+            trees = self.run(worker_profile, key, start, stop, workers=workers)
+        return profiles.merge(trees.values()) if merge_workers else trees
+
     def run_coroutine(self: Client, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Deprecated in dask: ``run`` takes coroutine functions."""
         import warnings
