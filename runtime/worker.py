@@ -141,7 +141,7 @@ class WorkerServer:
 
     async def start(self) -> "WorkerServer":
         logs.attach(logger.name)  # get_worker_logs()
-        if profiler.wanted():  # client.profile() (TWOFOLD_PROFILE=0: only once a client asks)
+        if profiler.wanted():  # client.profile(): from the start only with TWOFOLD_PROFILE=1
             profiler.start()
         loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()

@@ -327,7 +327,7 @@ def _names(node):
 def test_profile_shows_the_functions_tasks_spent_time_in(client, cluster):
     from task_context_support import busy_loop
 
-    client.profile()  # (starts the workers' samplers if TWOFOLD_PROFILE=0 kept them off)
+    client.profile()  # starts the workers' samplers (off until asked for: see twofold.runtime.profiler)
     f = client.submit(busy_loop, 0.3, pure=False)
     f.result(timeout=TIMEOUT)
     tree = client.profile()
