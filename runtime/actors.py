@@ -27,7 +27,7 @@ import threading
 from queue import SimpleQueue
 from typing import Any, Callable
 
-from twofold.client.actor import CALL, GETATTR, Actor, PendingCall, missing_attribute, names_of, unresolved
+from twofold.client.actor import CALL, GETATTR, Actor, PendingCall, input_handles, missing_attribute, names_of
 from twofold.errors import CommClosedError, ProtocolError
 from twofold.runtime import execution
 from twofold.runtime.payload import pack, unpack
@@ -70,11 +70,8 @@ class WorkerActors:
 
     def with_handles(self, keys: tuple, deps: dict | None) -> dict:
         """A task's input data plus handles for its actor inputs (looked up on first use if held elsewhere)."""
-        data = self.server.data
         deps = dict(deps) if deps else {}
-        for key in keys:
-            handle = data.get(key)
-            deps[key] = handle if type(handle) is Actor else unresolved(key)
+        deps.update(input_handles(self.server.data, keys))
         return deps
 
     def forget(self, keys: tuple) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent
 
-from twofold.client.actor import CALL, Actor, missing_attribute, names_of, unresolved
+from twofold.client.actor import CALL, Actor, input_handles, missing_attribute, names_of
 from twofold.sim.models import TaskInfo, measure_nbytes
 from twofold.sim.network import MESSAGE_OVERHEAD
 
@@ -81,12 +81,7 @@ class SimActors:
 
     def handles(self, keys: tuple) -> dict[str, Actor]:
         """Handles for a task's actor inputs: this worker's own, or ones that look theirs up."""
-        store = self.host.store
-        out = {}
-        for key in keys:
-            handle = store.get(key)
-            out[key] = handle if type(handle) is Actor else unresolved(key)
-        return out
+        return input_handles(self.host.store, keys)
 
     def forget(self, keys: tuple) -> None:
         for key in keys:

@@ -282,3 +282,13 @@ class Actor:
 def unresolved(key: str) -> Actor:
     """A handle that finds its actor on first use (the class name guessed from the key until then)."""
     return Actor(key.rpartition("-")[0] or key, key)
+
+
+def input_handles(store: dict, keys: tuple) -> dict[str, Actor]:
+    """Handles for a task's actor inputs: the worker's own (from its data ``store``), or
+    ones that look theirs up on first use (the actor lives elsewhere)."""
+    out = {}
+    for key in keys:
+        handle = store.get(key)
+        out[key] = handle if type(handle) is Actor else unresolved(key)
+    return out

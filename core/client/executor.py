@@ -38,7 +38,7 @@ class ExecutorFuture(cf.Future):
     def _settle(self, future: Future) -> None:
         status = future.status
         if status == "finished":
-            self._fetch_later()
+            self.set_result(_NOT_FETCHED)  # done, value not fetched: result() fetches it on demand
         elif status == "cancelled":
             # (a running concurrent.futures.Future cannot become "cancelled"): done, and
             # result() raises the twofold CancelledError
@@ -48,10 +48,6 @@ class ExecutorFuture(cf.Future):
         else:
             exc = future.exception(timeout=0)
             self.set_exception(exc if exc is not None else RuntimeError(f"task {future.key!r} failed"))
-
-    def _fetch_later(self) -> None:
-        """Done without its value: ``result()`` fetches it (no fetch on the receiving thread)."""
-        self.set_result(_NOT_FETCHED)
 
     def result(self, timeout: float | None = None) -> Any:
         return self.future.result(timeout=timeout)  # drives the simulator; fetches from workers
