@@ -226,11 +226,14 @@ async def _run_worker(args: argparse.Namespace) -> int:
 
 
 async def _worker_in_process(args, address, sec, resources, memory_limit, stop) -> int:
+    from twofold.client.dask_default import worker_process_started
     from twofold.errors import CommClosedError, ProtocolError
     from twofold.errors import TimeoutError as TwofoldTimeoutError
     from twofold.messages_ops import RESTART_REASON, RETIRE_REASON, SHUTDOWN_REASON
     from twofold.runtime.nanny import EXIT_RESTART
     from twofold.runtime.worker import WorkerServer
+
+    worker_process_started()  # a task's bare dask .compute() runs through its client (no dask import here)
 
     worker = WorkerServer(address, nthreads=args.nthreads, name=args.name, resources=resources,
                           memory_limit=memory_limit, host=args.host, port=args.port, secret=sec.secret,

@@ -21,6 +21,8 @@ these methods is first called, never at ``import twofold``.
 * Called from inside a task with the task's client (``x.compute(scheduler=get_client())``),
   ``get`` and ``compute(sync=True)`` secede while they wait and rejoin
   afterwards, so that a one-thread worker does not deadlock.
+* A default Client makes itself dask's scheduler while it is open (a bare
+  ``x.compute()``): see :mod:`twofold.client.dask_default`.
 """
 
 from __future__ import annotations
