@@ -69,3 +69,32 @@ def get_worker() -> Any:
     if ctx is None:
         raise ValueError("No worker found: get_worker() can only be called from inside a running task")
     return ctx.worker_object()
+
+
+# --------------------------------------------------------------------------
+# Coroutine tasks
+# --------------------------------------------------------------------------
+
+from contextvars import ContextVar  # noqa: E402
+
+#: True inside the context of an ``async def`` task (its own asyncio task's context)
+_async_task: ContextVar[bool] = ContextVar("twofold_async_task", default=False)
+
+
+def in_async_task() -> bool:
+    """True when called from an ``async def`` task: its client's methods return awaitables there."""
+    return _async_task.get()
+
+
+async def as_async_task(coro: Any) -> Any:
+    """Await a coroutine task's coroutine, marked as one (drivers wrap ``async def`` tasks in it)."""
+    _async_task.set(True)  # this asyncio task's own context: no other coroutine sees it
+    return await coro
+
+
+#: True while a sync method body runs on behalf of an awaiting caller (``twofold.client.modes``)
+_force_sync: ContextVar[bool] = ContextVar("twofold_force_sync", default=False)
+
+
+def forced_sync() -> bool:
+    return _force_sync.get()

@@ -81,8 +81,12 @@ class RuntimeBackend(Backend):
         # a scheduler on our own loop (our LocalCluster's, or a threads worker's for its tasks)
         local = scheduler_server if scheduler_server is not None else getattr(cluster, "scheduler", None)
         if isinstance(local, SchedulerServer) and local._loop is loop:
-            # the scheduler runs on our own loop: hand messages over, no socket (see inproc.py)
-            self._comm = loops.run_sync(loop, _inproc(local, self._id))
+            # the scheduler runs on our own loop: hand messages over, no socket (see inproc.py);
+            # made on that loop's own thread too (an async def task's client on a threads worker)
+            if loops.in_loop_thread(loop):
+                self._comm = local.connect_inproc("client", self._id)
+            else:
+                self._comm = loops.run_sync(loop, _inproc(local, self._id))
         else:
             self._comm = loops.run_sync(loop, connect(address, kind="client", name=self._id, secret=self._secret,
                                                       ssl=self._ssl, timeout=connect_timeout,
@@ -272,6 +276,25 @@ class RuntimeBackend(Backend):
     # -- data plane ----------------------------------------------------------------------
 
     def fetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        data, pending = self._fetch_local(who_has)
+        if not pending:
+            return data, {}
+        return self._fetched(data, loops.run_sync(self._loop, self._fetch(pending)))
+
+    async def afetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        data, pending = self._fetch_local(who_has)
+        if not pending:
+            return data, {}
+        return self._fetched(data, await self._on_loop(self._fetch(pending)))
+
+    async def _on_loop(self, coro: Any) -> Any:
+        """Await ``coro`` running on the client's loop, from whichever loop awaits this."""
+        if loops.in_loop_thread(self._loop):
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def _fetch_local(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """What workers of this process hand over as objects; the keys left to ask for."""
         data: dict[str, Any] = {}
         pending: dict[str, list[str]] = {}
         for key, holders in who_has.items():
@@ -282,9 +305,11 @@ class RuntimeBackend(Backend):
                     data.update(found)
                     continue
             pending[key] = list(holders)
-        if not pending:
-            return data, {}
-        replies, missing = loops.run_sync(self._loop, self._fetch(pending))
+        return data, pending
+
+    def _fetched(self, data: dict[str, Any], outcome: tuple) -> tuple[dict[str, Any], dict[str, str]]:
+        """Unpack what the workers sent (in the caller's thread, not on the loop)."""
+        replies, missing = outcome
         for reply, frames in replies:
             data.update(unpack(reply.keys, reply.headers, frames))
         errors = {key: why for reply, _ in replies for key, why in (reply.errors or {}).items() if key not in data}
@@ -341,6 +366,25 @@ class RuntimeBackend(Backend):
         data: Mapping[str, Any],
         free_seqs: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[int, str]]:
+        info, by_worker, packed, seqs = self._put_local(placement, data, free_seqs)
+        if by_worker:
+            self._put_failures(loops.run_sync(self._loop, self._put(by_worker, packed, info, seqs)))
+        return info
+
+    async def aput(
+        self,
+        placement: Mapping[str, Sequence[str]],
+        data: Mapping[str, Any],
+        free_seqs: Mapping[str, int] | None = None,
+    ) -> dict[str, tuple[int, str]]:
+        info, by_worker, packed, seqs = self._put_local(placement, data, free_seqs)
+        if by_worker:
+            self._put_failures(await self._on_loop(self._put(by_worker, packed, info, seqs)))
+        return info
+
+    def _put_local(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any],
+                   free_seqs: Mapping[str, int] | None) -> tuple:  # fmt: skip
+        """Hand objects to workers of this process; pack the rest (in the caller's thread)."""
         by_worker = keys_by_worker(placement)
         seqs = dict(free_seqs or {})
         info: dict[str, tuple[int, str]] = {}
@@ -358,12 +402,12 @@ class RuntimeBackend(Backend):
             _, headers, nbytes, typenames, frames = pack({key: data[key]})
             packed[key] = (headers[0], frames)
             info[key] = (nbytes[key], typenames[key])
-        if not by_worker:
-            return info
-        failures = loops.run_sync(self._loop, self._put(by_worker, packed, info, seqs))
+        return info, by_worker, packed, seqs
+
+    @staticmethod
+    def _put_failures(failures: dict[str, str]) -> None:
         if failures:
             raise CommClosedError(f"could not scatter to {sorted(failures)}: " + "; ".join(failures.values()))
-        return info
 
     async def _put(self, by_worker: dict, packed: dict, info: dict, free_seqs: dict) -> dict[str, str]:
         pool = self._pool
@@ -412,6 +456,9 @@ class RuntimeBackend(Backend):
         """An actor call was settled, or a Sub of this client took values (any thread): waits look again."""
         with self._cond:
             self._cond.notify_all()
+        owner = getattr(self._receiver, "__self__", None)
+        if getattr(owner, "_waiters", None):
+            owner._wake_waiters()
 
     # -- closing ------------------------------------------------------------------------
 

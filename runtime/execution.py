@@ -243,8 +243,10 @@ def _current() -> RuntimeTaskContext | None:
 
 
 async def _in_task_context(server: Any, key: str, coro: Any) -> Any:
+    from twofold.context import as_async_task
+
     _task_var.set((server, key))  # this asyncio task's own context: no other coroutine sees it
-    return await coro
+    return await as_async_task(coro)
 
 
 def run_coroutine(server: Any, key: str, coro: Any) -> Any:

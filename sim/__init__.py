@@ -3,6 +3,7 @@
 ``SimCluster`` runs the real scheduler and worker state machines on virtual
 time, with a network model, a duration model and faults (planned or drawn
 from the seed); ``Client(cluster)`` uses it like any cluster.
+``twofold.sim.run(main())`` runs an async program on the simulation's clock.
 """
 
 from twofold.sim.chaos import ChaosFailure, ChaosReport, chaos_test
@@ -19,5 +20,16 @@ __all__ = [
     "SimCluster",
     "TaskInfo",
     "Uniform",
+    "VirtualTimeLoop",
     "chaos_test",
+    "run",
 ]
+
+
+def __getattr__(name: str):
+    # the async pieces import asyncio: only when asked for
+    if name in ("run", "VirtualTimeLoop"):
+        from twofold.sim import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module 'twofold.sim' has no attribute {name!r}")

@@ -51,6 +51,10 @@ class SimBackend(Backend):
 
     # -- identity and time -------------------------------------------------------
 
+    @property
+    def virtual_clock(self) -> Any:
+        return self.sim.clock
+
     def client_id(self) -> str:
         return self._id
 

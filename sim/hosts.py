@@ -51,9 +51,8 @@ if TYPE_CHECKING:
     from twofold.sim.simulation import Simulation
 
 def run_coroutine(coro: Any) -> Any:
-    """An ``async def`` task's result: run on an event loop of its own.  Its awaits take
-    no virtual time (``asyncio.sleep`` sleeps for real) until the simulator owns the
-    program's time; its modelled duration is what it takes on the virtual clock."""
+    """An ``async def`` function's result outside tasks (``run_on_scheduler``): run on an
+    event loop of its own, taking no virtual time (tasks: ``twofold.sim.aio``)."""
     import asyncio
 
     loop = asyncio.new_event_loop()
@@ -415,8 +414,10 @@ class WorkerHost:
         result = None
         try:
             result = func(*args, **kwargs)
-            if type(result) is CoroutineType:  # an async def task
-                result = run_coroutine(result)
+            if type(result) is CoroutineType:  # an async def task, on virtual time
+                from twofold.sim.aio import run_task_coroutine
+
+                result = run_task_coroutine(result, sim.clock)
         except BaseException as exc:  # the user's error, reported like a real worker would
             error = exc
         finally:

@@ -112,11 +112,12 @@ class PendingCall:
 class ActorFuture:
     """The pending result of an actor method call (dask's ``ActorFuture``)."""
 
-    __slots__ = ("_call", "_backend")
+    __slots__ = ("_call", "_backend", "_client")
 
-    def __init__(self, call: PendingCall, backend: Any):
+    def __init__(self, call: PendingCall, backend: Any, client: Any = None):
         self._call = call
         self._backend = backend
+        self._client = client
 
     def done(self) -> bool:
         return self._call.done
@@ -125,7 +126,10 @@ class ActorFuture:
         """Wait (at most ``timeout`` seconds: virtual ones on the simulator) and return
         what the method returned, or raise what it raised (with the worker's
         traceback where the runtime carries one); :class:`~twofold.errors.ActorLost`
-        if the actor's worker died or restarted."""
+        if the actor's worker died or restarted.  Awaitable when the client is asynchronous."""
+        client = self._client
+        if client is not None and client.asynchronous:
+            return self._result_async(timeout)
         ok, value, tb = self._wait(timeout)
         if ok:
             return value
@@ -145,11 +149,33 @@ class ActorFuture:
             raise TimeoutError(f"the actor call {call.cls}.{call.name} was not done within {timeout:g} s")
         return call.outcome()
 
-    def __await__(self):
-        """``await`` it in async code: the blocking wait runs in the loop's default executor."""
-        import asyncio
+    def _wait_op(self, timeout: float | None) -> Any:
+        from twofold.client.ops import Wait
+        from twofold.client.options import check_timeout
 
-        return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()
+        timeout = check_timeout(timeout)
+        call = self._call
+        deadline = None if timeout is None else self._backend.now() + timeout
+        if not call.done and not (yield Wait(lambda: call.done, deadline)):
+            raise TimeoutError(f"the actor call {call.cls}.{call.name} was not done within {timeout:g} s")
+        return call.outcome()
+
+    async def _result_async(self, timeout: float | None) -> Any:
+        from twofold.client.ops import drive_async
+
+        client = self._client
+        if client is None:
+            from twofold.client.client import default_client
+
+            client = default_client()
+        ok, value, tb = await drive_async(client, self._wait_op(timeout))
+        if ok:
+            return value
+        raise value.with_traceback(tb)
+
+    def __await__(self):
+        """``await`` it in async code: the call's outcome, without blocking the loop."""
+        return self._result_async(None).__await__()
 
     def __repr__(self) -> str:
         return "<ActorFuture>"
@@ -227,7 +253,7 @@ class Actor:
             return _Method(self, name)
         if (name.startswith("_") or name in _PROBES) and name not in self._attrs:
             raise missing_attribute(self._cls, self._key, name)
-        return self._send(GETATTR, name, (), {}).result()
+        return self._send(GETATTR, name, (), {}).result()  # (awaitable when the client is asynchronous)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -260,7 +286,7 @@ class Actor:
         call = PendingCall(self._cls, self._key, self._address, name)
         backend = client._backend
         backend.actor_call(self._address, self._key, kind, name, args, kwargs, call)
-        return ActorFuture(call, backend)
+        return ActorFuture(call, backend, client)
 
     def _resolve(self, client: Any) -> None:
         """Learn where the actor lives (who_has) and what it is (the holder's handle)."""

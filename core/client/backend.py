@@ -124,6 +124,22 @@ class Backend(ABC):
         ``missing`` maps each key no listed holder could deliver to the
         last holder that failed (for a ``MissingData`` report)."""
 
+    async def afetch(self, who_has: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], dict[str, str]]:
+        """:meth:`fetch` for the async API (by default the blocking one: right for a
+        backend that blocks only on virtual time, such as the simulator's)."""
+        return self.fetch(who_has)
+
+    async def aput(self, placement: Mapping[str, Sequence[str]], data: Mapping[str, Any],
+                   free_seqs: Mapping[str, int] | None = None) -> dict[str, tuple[int, str]]:  # fmt: skip
+        """:meth:`put` for the async API (by default the blocking one, see :meth:`afetch`)."""
+        if free_seqs:
+            return self.put(placement, data, free_seqs)
+        return self.put(placement, data)
+
+    #: the simulator's clock when the backend's time is virtual (an async client then
+    #: waits on an event loop that runs on this clock, see ``twofold.sim.aio``), else None
+    virtual_clock: Any = None
+
     @abstractmethod
     def put(
         self,

@@ -45,33 +45,19 @@ from twofold.client.remote import RemoteMethods
 from twofold.client.sharing import SharingMethods
 from twofold.client.taskstream import TaskStreamMethods
 from twofold.client.future import DONE, Future, FutureState, iter_futures, log, run_callbacks
+from twofold.client.state import ClientState, Request
 from twofold.client.options import CallHasher, TaskOptions, check_key, funcname, plain_args, task_options
 from twofold.client.spec import replace_futures
+from twofold.context import forced_sync, in_async_task
 from twofold.errors import CommClosedError
 from twofold.messages import (
     AddClient,
-    CancelKeys,
-    DesireKeys,
-    FireAndForget,
-    GraphRefused,
-    KeyCancelled,
-    KeyErred,
-    KeyInMemory,
-    KeyLost,
-    KeyRetried,
     Message,
-    ReleaseKeys,
     RemoveClient,
-    RetryKeys,
-    ScatterPlan,
-    SchedulerInfoReply,
     TaskSpec,
-    CoordinationReply,
     TopicEvent,
     TopicMessages,
     TopicPeers,
-    UpdateGraph,
-    WhoHasReply,
 )
 
 # --------------------------------------------------------------------------
@@ -286,21 +272,8 @@ class SchedulerInfo:
     address: str
 
 
-class _Request:
-    """A question to the scheduler awaiting its reply (who_has, scatter plan)."""
-
-    __slots__ = ("states", "reply", "gens", "seq", "decode", "value")
-
-    def __init__(self, states: Iterable[FutureState] = ()):
-        self.states = tuple(states)
-        self.reply: Message | None = None
-        #: each asked state's generation when the reply arrived
-        self.gens: dict[int, int] = {}
-        #: (coordination requests) the request's sequence number, what decodes the
-        #: reply's value on receipt (None: nothing), and the decoded value
-        self.seq = 0
-        self.decode: Callable[[Any, int], Any] | None = None
-        self.value: Any = None
+#: (kept for the mixins' imports) a question to the scheduler awaiting its reply
+_Request = Request
 
 
 # --------------------------------------------------------------------------
@@ -324,38 +297,49 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         name: str | None = None,
         timeout: float | None = None,
         set_as_default: bool = True,
+        asynchronous: bool = False,
         **kwargs: Any,
     ):
         import threading
 
+        if not isinstance(asynchronous, bool):
+            raise TypeError(f"asynchronous= must be True or False, got {asynchronous!r}")
         self.status = "connecting"
         self._lock = threading.RLock()
-        #: key -> the state every live Future of that key shares
-        self._states: dict[str, FutureState] = {}
-        #: states whose Future objects were collected (appended by Future.__del__)
-        self._drops: deque[FutureState] = deque()
-        self._cancelled_keys: dict[str, None] = {}
-        self._requests: dict[str, _Request] = {}
-        #: keys whose scheduler-side reference a primitive handed over twice (released on the next send)
-        self._extra_releases: list[str] = []
+        #: async waits in progress (see twofold.client.aio); woken after each delivery
+        self._waiters: list = []
+        self._asynchronous = asynchronous
         #: live Sub objects by id, for TopicMessages
         self._subs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         #: topic -> handler of subscribe_topic
         self._topic_handlers: dict[str, Callable] = {}
-        self._seq = 0
         self.timeout = timeout
         backend = _connect(address, self, kwargs)
         self._backend = backend
         self.id: str = backend.client_id()
+        #: the bookkeeping (a pure state machine); the attributes below are its containers
+        self._core = core = ClientState(self.id)
+        self._states: dict[str, FutureState] = core.states
+        self._drops: deque[FutureState] = core.drops
+        self._requests: dict[str, Request] = core.requests
+        self._extra_releases: list[str] = core.extra_releases
+        self._cancelled_keys: dict[str, None] = core.cancelled_keys
         self.name = name or self.id
         self.scheduler = SchedulerInfo(backend.scheduler_address)
         backend.set_receiver(self._receive)
         with self._lock:
-            _, sid = self._next_sid("connect")
+            _, sid = core.next_sid("connect")
             backend.send([AddClient(backend.now(), sid, self.id)])
             self.status = "running"
+        if asynchronous:
+            from twofold.client.aio import attach_loop
+
+            attach_loop(self)
         if set_as_default:
             _defaults.append(weakref.ref(self))
+            from twofold.client.dask_default import became_default
+
+            became_default(self)
 
     # -- identity --------------------------------------------------------------
 
@@ -393,34 +377,95 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         )
 
     def __enter__(self) -> Client:
+        if self._asynchronous:
+            raise RuntimeError("an asynchronous Client is used with 'async with', not 'with'")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self._close()
 
-    def close(self, timeout: float | None = None) -> None:
+    # -- asynchronous use ---------------------------------------------------------
+
+    @property
+    def asynchronous(self) -> bool:
+        """True if methods that talk to the cluster return awaitables: made with
+        ``asynchronous=True``, or the client of a coroutine task running now."""
+        if forced_sync():
+            return False
+        if self._asynchronous:
+            return True
+        if not in_async_task():
+            return False
+        from twofold.client.aio import in_coroutine_task
+
+        return in_coroutine_task(self)
+
+    def __await__(self):
+        """``client = await Client(..., asynchronous=True)``: connected already, so itself."""
+        from twofold.client.aio import done
+
+        return done(self).__await__()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._close()
+
+    def _run(self, op: Any) -> Any:
+        """Drive a multi-step operation (:mod:`twofold.client.ops`): to its result now, or,
+        when the client is asynchronous, as an awaitable of it."""
+        from twofold.client import ops
+
+        if self.asynchronous:
+            return ops.drive_async(self, op)
+        return ops.drive_sync(self, op)
+
+    def _run_async(self, op: Any) -> Any:
+        """An awaitable of a multi-step operation's result, whatever the client's mode."""
+        from twofold.client import ops
+
+        return ops.drive_async(self, op)
+
+    def _await(self, predicate: Callable[[], bool], deadline: float | None) -> Any:
+        """The async counterpart of :meth:`_wait` (see :mod:`twofold.client.aio`)."""
+        from twofold.client.aio import wait_async
+
+        return wait_async(self, predicate, deadline)
+
+    def _wake_waiters(self) -> None:
+        """State changed: resolve the async waits whose condition holds now (any thread)."""
+        if self._waiters:
+            from twofold.client.aio import wake
+
+            wake(self)
+
+    def close(self, timeout: float | None = None) -> Any:
         """Disconnect; the scheduler releases every key this client held.
 
         Futures not yet done become cancelled (so nobody waits forever).
-        Closing twice is harmless.
+        Closing twice is harmless.  Awaitable when the client is asynchronous.
         """
+        self._close()
+        if self.asynchronous:
+            from twofold.client.aio import done
+
+            return done(None)
+        return None
+
+    def _close(self) -> None:
         with self._lock:
             if self.status == "closed":
                 return
             self._drops.clear()  # RemoveClient releases everything at once
             try:
-                _, sid = self._next_sid("close")
+                _, sid = self._core.next_sid("close")
                 self._backend.send([RemoveClient(self._backend.now(), sid, self.id)])
             except CommClosedError:
                 pass  # the connection is gone already: the scheduler drops us by itself
             except Exception:
                 log().warning("could not tell the scheduler that %r closed", self, exc_info=True)
-            due: list = []
-            for st in self._states.values():
-                if st.status not in DONE:
-                    due += st.cancel("the client closed")
-            self._states.clear()
-            self._requests.clear()
+            due = self._core.close("the client closed")
             self.status = "closed"
         try:
             self._backend.close()
@@ -431,7 +476,11 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
                         _defaults.remove(ref)
                     except ValueError:  # removed by another thread meanwhile
                         pass
+            from twofold.client.dask_default import closed
+
+            closed(self)
             run_callbacks(due)
+            self._wake_waiters()
 
     def get(self, dsk: dict, keys: Any, workers: Any = None, allow_other_workers: bool = False,
             resources: dict | None = None, sync: bool = True, asynchronous: Any = None, direct: Any = None,
@@ -466,15 +515,7 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
 
     def _next_sid(self, op: str) -> tuple[int, str]:
         """A sequence number and the stimulus_id ``op-<client id>-<n>`` (call under the lock)."""
-        self._seq += 1
-        return self._seq, f"{op}-{self.id}-{self._seq}"
-
-    def _own_seq(self, stimulus_id: str) -> int | None:
-        """The sequence number if ``stimulus_id`` is one of ours, else None."""
-        head, sep, n = stimulus_id.rpartition("-")
-        if sep and n.isdigit() and head.partition("-")[2] == self.id:
-            return int(n)
-        return None
+        return self._core.next_sid(op)
 
     def _check_running(self) -> None:
         if self.status != "running":
@@ -503,36 +544,10 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         if self.status != "closed":
             self._drops.append(state)
 
-    def _settle_drops(self) -> list[str]:
-        """Count collected Futures off; the keys nobody holds any more (under the lock)."""
-        released = []
-        drops = self._drops
-        states = self._states
-        while drops:
-            try:
-                st = drops.popleft()
-            except IndexError:  # pragma: no cover - emptied by another thread
-                break
-            st.refs -= 1
-            if st.refs <= 0 and states.get(st.key) is st:
-                del states[st.key]
-                released.append(st.key)
-        return released
-
     def _send(self, msgs: list) -> None:
-        """Send ``msgs`` (under the lock), followed by any pending releases.
-
-        Releases go last: a future dropped while building these messages
-        (``client.submit(f, client.submit(g))``) may be a dependency of them,
-        and the scheduler must see the graph before it lets go of the key.
-        """
-        released = self._settle_drops()
-        if self._extra_releases:
-            released += self._extra_releases
-            self._extra_releases = []
-        if released:
-            _, sid = self._next_sid("release")
-            msgs.append(ReleaseKeys(self._backend.now(), sid, self.id, tuple(released)))
+        """Send ``msgs`` (under the lock), followed by any pending releases (see
+        :meth:`ClientState.outgoing`)."""
+        msgs = self._core.outgoing(msgs, self._backend.now())
         if msgs:
             self._backend.send(msgs)
 
@@ -541,7 +556,7 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         when idle so that dropped futures free cluster memory without waiting
         for the client's next action."""
         with self._lock:
-            if (self._drops or self._extra_releases) and self.status == "running":
+            if self._core.has_pending() and self.status == "running":
                 self._send([])
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -566,14 +581,9 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         """One more Future of ``key`` (public ``Future(key, client)``): DesireKeys if new."""
         with self._lock:
             self._check_running()
-            st = self._states.get(key)
-            if st is None:
-                seq, sid = self._next_sid("desire")
-                st = self._states[key] = FutureState(key, seq)
-                st.refs = 1
-                self._send([DesireKeys(self._backend.now(), sid, self.id, (key,))])
-            else:
-                st.refs += 1
+            st, msgs = self._core.hold(key, self._backend.now())
+            if msgs:
+                self._send(msgs)
             return st
 
     def _add_callback(self, future: Future, fn: Callable) -> None:
@@ -588,78 +598,21 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
 
     def _receive(self, msg: Message) -> None:
         """Backend -> client delivery (any thread)."""
-        handler = _HANDLERS.get(type(msg))
-        if handler is None:
-            return  # not for clients (or from a newer vocabulary)
         if getattr(msg, "client", self.id) != self.id:
             return
         with self._lock:
             if self.status == "closed":
                 return
-            due = handler(self, msg)
+            due = self._core.receive(msg)
+            if due is None:
+                handler = _HANDLERS.get(type(msg))
+                if handler is None:
+                    return  # not for clients (or from a newer vocabulary)
+                due = handler(self, msg)
         if due:
             run_callbacks(due)
-
-    def _on_in_memory(self, msg: KeyInMemory) -> list:
-        st = self._states.get(msg.key)
-        return st.finish(msg.typename, msg.nbytes, msg.inline) if st is not None else []
-
-    def _on_erred(self, msg: KeyErred) -> list:
-        st = self._states.get(msg.key)
-        return st.fail(msg.error) if st is not None else []
-
-    def _on_retried(self, msg: KeyRetried) -> list:
-        st = self._states.get(msg.key)
-        if st is not None and st.status == "error":
-            st.reset()
-        return []
-
-    def _on_lost(self, msg: KeyLost) -> list:
-        st = self._states.get(msg.key)
-        if st is not None:
-            st.lose()
-        return []
-
-    def _on_cancelled(self, msg: KeyCancelled) -> list:
-        st = self._states.get(msg.key)
-        if st is None:
-            return []
-        seq = self._own_seq(msg.stimulus_id)
-        if seq is not None and st.since > seq:
-            return []  # about an incarnation of this key we already let go
-        del self._states[msg.key]  # the scheduler dropped our reference
-        self._note_cancelled(msg.key)
-        return st.cancel(msg.reason)
-
-    def _note_cancelled(self, key: str) -> None:
-        """Remember recently cancelled keys (bounded) to explain refusals that follow."""
-        cancelled = self._cancelled_keys
-        cancelled[key] = None
-        if len(cancelled) > 10_000:
-            del cancelled[next(iter(cancelled))]
-
-    def _on_refused(self, msg: GraphRefused) -> list:
-        seq = self._own_seq(msg.stimulus_id)
-        due = []
-        for key in msg.keys:
-            st = self._states.get(key)
-            if st is None or (st.since != seq if seq is not None else st.status != "pending"):
-                continue
-            del self._states[key]  # a refused graph took no reference
-            gone = [d for d in st.deps if d in self._cancelled_keys]
-            if gone:
-                # an input was cancelled while this graph was on its way: as dask does
-                due += st.cancel(f"its input {gone[0]!r} was cancelled")
-            else:
-                due += st.fail(msg.error)
-        return due
-
-    def _on_reply(self, msg: WhoHasReply | ScatterPlan | SchedulerInfoReply) -> list:
-        req = self._requests.get(msg.request_id)
-        if req is not None:
-            req.gens = {id(st): st.generation for st in req.states}
-            req.reply = msg
-        return []
+        if self._waiters:
+            self._wake_waiters()
 
     # -- submitting ------------------------------------------------------------------
 
@@ -797,28 +750,13 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         is sent, so an unpicklable argument sends nothing).
         """
         specs = {k: self._task_spec(k, func, calls[k], opts) for k in calls if k not in self._states}
-        futures: list[Future] = []
         with self._lock:
             self._check_running()
             for k in calls:  # released meanwhile by another thread: build it now
                 if k not in self._states and k not in specs:
                     specs[k] = self._task_spec(k, func, calls[k], opts)
-            now = self._backend.now()
-            msgs: list = []
-            step = batch_size or max(1, len(keys))
-            for start in range(0, len(keys), step):
-                seq, sid = self._next_sid(op)
-                new: list[TaskSpec] = []
-                for k in keys[start:start + step]:
-                    st = self._states.get(k)
-                    if st is None:
-                        st = self._states[k] = FutureState(k, seq)
-                        st.deps = specs[k].dependencies
-                        new.append(specs[k])
-                    st.refs += 1
-                    futures.append(Future._attach(k, self, st))
-                if new:
-                    msgs.append(UpdateGraph(now, sid, self.id, tuple(new), tuple(s.key for s in new)))
+            futures, msgs = self._core.add_graph(op, keys, specs, self._backend.now(), batch_size or max(1, len(keys)),
+                                                 self)  # fmt: skip
             self._send(msgs)
         return futures
 
@@ -831,21 +769,14 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
             raise TypeError(f"force= must be True or False, got {force!r}")
         fs = list(iter_futures(futures))
         self._check_own(fs, "cancel()")
-        due: list = []
         with self._lock:
             self._check_running()
-            keys: dict[str, None] = {}
-            for f in fs:
-                st = f._state
-                if self._states.get(f.key) is st:
-                    del self._states[f.key]
-                    due += st.cancel("cancelled by the client")
-                    self._note_cancelled(f.key)
-                    keys[f.key] = None
-            if keys:
-                _, sid = self._next_sid("cancel")
-                self._send([CancelKeys(self._backend.now(), sid, self.id, tuple(keys), force)])
+            due, msgs = self._core.cancel([f._state for f in fs], force, self._backend.now())
+            if msgs:
+                self._send(msgs)
         run_callbacks(due)
+        self._wake_waiters()
+        return self._maybe_done(None)
 
     def retry(self, futures: Any, asynchronous: Any = None) -> None:
         """Run erred futures (and the erred tasks they depend on) again."""
@@ -853,36 +784,30 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         self._check_own(fs, "retry()")
         with self._lock:
             self._check_running()
-            keys: dict[str, None] = {}
-            for f in fs:
-                st = f._state
-                if self._states.get(f.key) is st and st.status == "error":
-                    st.reset()
-                    keys[f.key] = None
-            if keys:
-                _, sid = self._next_sid("retry")
-                self._send([RetryKeys(self._backend.now(), sid, self.id, tuple(keys))])
+            msgs = self._core.retry([f._state for f in fs], self._backend.now())
+            if msgs:
+                self._send(msgs)
+        return self._maybe_done(None)
+
+    def _maybe_done(self, value: Any) -> Any:
+        """``value``, or an awaitable of it when the client is asynchronous (dask's
+        ``cancel``/``retry`` are coroutines there)."""
+        if self.asynchronous:
+            from twofold.client.aio import done
+
+            return done(value)
+        return value
 
     def _fire_and_forget(self, futures: list[Future]) -> None:
         with self._lock:
             self._check_running()
-            keys = {f.key: None for f in futures if self._states.get(f.key) is f._state}
-            if keys:
-                _, sid = self._next_sid("fire")
-                self._send([FireAndForget(self._backend.now(), sid, self.id, tuple(keys))])
+            msgs = self._core.fire_and_forget([f._state for f in futures], self._backend.now())
+            if msgs:
+                self._send(msgs)
 
 
+#: what the client itself handles (ClientState handles keys and requests)
 _HANDLERS: dict[type, Callable[[Client, Any], list]] = {
-    KeyInMemory: Client._on_in_memory,
-    KeyErred: Client._on_erred,
-    KeyCancelled: Client._on_cancelled,
-    KeyLost: Client._on_lost,
-    KeyRetried: Client._on_retried,
-    GraphRefused: Client._on_refused,
-    WhoHasReply: Client._on_reply,
-    ScatterPlan: Client._on_reply,
-    SchedulerInfoReply: Client._on_reply,
-    CoordinationReply: Client._on_coordination_reply,
     TopicMessages: Client._on_topic,
     TopicEvent: Client._on_topic_event,
     TopicPeers: Client._on_topic_peers,

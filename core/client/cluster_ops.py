@@ -11,6 +11,8 @@ This is a mixin of :class:`~twofold.client.client.Client`.
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 from typing import TYPE_CHECKING, Any
 
 from twofold.client.future import iter_futures, wait
@@ -47,6 +49,7 @@ class ClusterOpsMethods:
                 raise ValueError(f"cannot {what} {f.key!r}: the task failed, there is no data to copy")
         return tuple(f.key for f in fs)
 
+    @awaitable
     def replicate(self: Client, futures: Any, n: int | None = None, workers: Any = None,
                   branching_factor: int = 2, asynchronous: Any = None) -> None:  # fmt: skip
         """Keep ``n`` copies of each future's data on the workers of ``workers``
@@ -73,6 +76,7 @@ class ClusterOpsMethods:
         if keys:
             self._cluster_op("replicate", keys, pool, n)
 
+    @awaitable
     def rebalance(self: Client, futures: Any = None, workers: Any = None, asynchronous: Any = None,
                   **kwargs: Any) -> None:  # fmt: skip
         """Even out the bytes each worker of ``workers`` (all if None) holds, counting
@@ -88,6 +92,7 @@ class ClusterOpsMethods:
         keys = None if futures is None else self._keys_in_memory(futures, "rebalance")
         self._cluster_op("rebalance", keys, pool)
 
+    @awaitable
     def retire_workers(self: Client, workers: Any = None, close_workers: bool = True, remove: bool = True,
                        asynchronous: Any = None, **kwargs: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
         """Retire workers gracefully: first copy every key they hold that no other
@@ -116,6 +121,7 @@ class ClusterOpsMethods:
         self._check_running()
         return self._cluster_op("retire", None, pool, None, close_workers, remove)
 
+    @awaitable
     def restart(self: Client, timeout: float | None = 120.0, wait_for_workers: bool = True,
                 asynchronous: Any = None, **kwargs: Any) -> None:  # fmt: skip
         """Restart every worker of the cluster, as dask's: running work stops, all data
@@ -141,6 +147,7 @@ class ClusterOpsMethods:
                                                               None if timeout is None else float(timeout),
                                                               wait_for_workers))  # fmt: skip
 
+    @awaitable
     def shutdown(self: Client) -> None:
         """Shut the cluster down, then close this client.
 

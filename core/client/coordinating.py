@@ -1,7 +1,8 @@
 """The Client's side of the coordination primitives: requests, replies, items, timeouts.
 
 Every primitive operation is one request to the scheduler answered by one
-``CoordinationReply`` (:meth:`CoordinationPlumbing._coordinate`).  Waiting
+``CoordinationReply`` (:meth:`CoordinationPlumbing._coordinate`, an
+operation of :mod:`twofold.client.ops`, so awaitable as well).  Waiting
 is the scheduler's business: a request with a timeout is timed out on the
 scheduler's clock (virtual time in the simulator), so the client simply
 waits for the reply.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
 
-from twofold.client.future import Future, FutureState
+from twofold.client.future import Future
 from twofold.errors import CancelledError, TimeoutError
 
 if TYPE_CHECKING:
@@ -103,39 +104,33 @@ class CoordinationPlumbing:
 
     def _coordinate(
         self: Client, make: Callable[[float, str, str], Any], items: bool = False,
-        decode: Callable[[Any, int], Any] | None = None,
+        decode: Callable[[Any, int], Any] | None = None, then: Callable[[Any], Any] | None = None,
+        orphan: Callable[[Any], Any] | None = None,
     ) -> Any:
-        """Send ``make(now, stimulus_id, request_id)``, wait for its reply, return its value;
-        an error reply raises the error it names.
+        """Send ``make(now, stimulus_id, request_id)``, wait for its reply, return its value
+        (an awaitable of it when the client is asynchronous); an error reply raises the
+        error it names.
 
         ``items``: the value is a list of items, decoded on receipt;
         ``decode(value, seq)``: any other decoding that must happen on receipt
-        (under the lock: it may adopt futures)."""
-        from twofold.client.client import _Request
+        (under the lock: it may adopt futures); ``then(value)``: what to return
+        instead of the value, once it is there; ``orphan(value)``: if the wait is
+        given up (an async caller was cancelled) and the reply still comes, a
+        ``make`` for the request that undoes it (a lock granted to nobody is released)."""
+        return self._run(self._coordinate_op(make, self._decode_items if items else decode, then, orphan))
 
-        req = _Request()
-        req.decode = self._decode_items if items else decode
-        with self._lock:
-            self._check_running()
-            seq, sid = self._next_sid("coord")
-            req.seq = seq
-            self._requests[sid] = req
-            try:
-                self._send([make(self._backend.now(), sid, sid)])
-            except BaseException:
-                del self._requests[sid]
-                raise
-        try:
-            self._wait(lambda: req.reply is not None, None)
-        finally:
-            with self._lock:
-                self._requests.pop(sid, None)
+    def _coordinate_op(self: Client, make: Callable, decode: Callable | None, then: Callable | None,
+                       orphan: Callable | None) -> Any:  # fmt: skip
+        from twofold.client import ops
+
+        req = yield from ops.coordinate(self, make, decode, orphan=orphan)
         reply = req.reply
         if not reply.ok:
             if reply.error_type == "pickled":  # user code's own exception (run_on_scheduler)
                 raise _loaded_error(self, reply)
             raise _ERRORS.get(reply.error_type, RuntimeError)(reply.error)
-        return req.value if req.decode is not None else reply.value
+        value = req.value if decode is not None else reply.value
+        return value if then is None else then(value)
 
     def _tell(self: Client, make: Callable[[float, str, str], Any], background: bool = False) -> None:
         """Send a request that wants no reply (``request_id`` empty); ``background``:
@@ -151,17 +146,6 @@ class CoordinationPlumbing:
 
     # -- receiving (under the lock, in message order) -----------------------------
 
-    def _on_coordination_reply(self: Client, msg: CoordinationReply) -> list:
-        req = self._requests.get(msg.request_id)
-        if req is not None:
-            if msg.ok and req.decode is not None:
-                req.value = req.decode(msg.value, req.seq)
-            req.reply = msg
-        elif msg.ok and isinstance(msg.value, (list, tuple)):
-            # nobody waits any more (the client closed its wait): give back what came
-            self._extra_releases += [i[1] for i in msg.value if type(i) in (list, tuple) and i[:1] == ("future",)]
-        return []
-
     def _decode_items(self: Client, value: Any, seq: int) -> list:
         return [self._item(item, seq) for item in value]
 
@@ -173,13 +157,7 @@ class CoordinationPlumbing:
 
     def _adopt(self: Client, key: str, seq: int) -> Future:
         """A Future of ``key``, whose scheduler-side reference the scheduler just gave us."""
-        st = self._states.get(key)
-        if st is None:
-            st = self._states[key] = FutureState(key, seq)
-        else:
-            self._extra_releases.append(key)  # we held it already: one reference is enough
-        st.refs += 1
-        return Future._attach(key, self, st)
+        return Future._attach(key, self, self._core.adopt(key, seq))
 
     def _on_topic_peers(self: Client, msg: Any) -> list:
         """A topic this client publishes on changed subscribers (see ``twofold.client.pubsub``)."""

@@ -97,14 +97,20 @@ class Lock(Primitive):
         client = self.client
         holder = self._holder(client)
         _, worker = _task_here()
+
+        def undo(granted: Any) -> Any:  # the acquire was given up (cancelled) but the lock granted
+            if granted:
+                return lambda now, sid, rid: LockRequest(now, sid, client.id, rid, "release", self.name, holder)
+            return None
+
         return client._coordinate(lambda now, sid, rid: LockRequest(now, sid, client.id, rid, "acquire", self.name,
-                                                                   holder, seconds, worker))  # fmt: skip
+                                                                   holder, seconds, worker), orphan=undo)  # fmt: skip
 
     def release(self) -> None:
         """Let go; RuntimeError if this Lock (in this task) does not hold it."""
         client = self.client
         holder = self._holder(client)
-        client._coordinate(lambda now, sid, rid: LockRequest(now, sid, client.id, rid, "release", self.name, holder))
+        return client._coordinate(lambda now, sid, rid: LockRequest(now, sid, client.id, rid, "release", self.name, holder))
 
     def locked(self) -> bool:
         """Does anyone hold the lock?"""
@@ -117,6 +123,13 @@ class Lock(Primitive):
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+    async def __aenter__(self) -> Lock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.release()
 
 
 class Event(Primitive):
@@ -131,11 +144,11 @@ class Event(Primitive):
 
     def set(self) -> None:
         """Set the flag: every waiter wakes."""
-        self._ask("set")
+        return self._ask("set")
 
     def clear(self) -> None:
         """Clear the flag: waits block again."""
-        self._ask("clear")
+        return self._ask("clear")
 
     def is_set(self) -> bool:
         return self._ask("is_set")
@@ -168,7 +181,12 @@ class Semaphore(Primitive):
         self._leases: dict[tuple[str, str], list[str]] = {}
         self._count = itertools.count(1)
         if register:
-            self._ask("register")
+            client = self.client
+            if client.asynchronous:  # (no reply needed: this client's later requests come after it)
+                client._tell(lambda now, sid, rid: SemaphoreRequest(now, sid, client.id, rid, "register", self.name,
+                                                                   self.max_leases))  # fmt: skip
+            else:
+                self._ask("register")
 
     def _state(self) -> tuple:
         return (self.max_leases, self.name, False)
@@ -177,11 +195,13 @@ class Semaphore(Primitive):
     def _rebuild(cls, name: str, max_leases: int, _name: str, register: bool) -> Semaphore:
         return cls(max_leases, name, register)
 
-    def _ask(self, action: str, lease: str = "", timeout: float | None = None, client: Any = None) -> Any:
+    def _ask(self, action: str, lease: str = "", timeout: float | None = None, client: Any = None,
+             then: Any = None, orphan: Any = None) -> Any:  # fmt: skip
         client = client or self.client
         _, worker = _task_here()
         return client._coordinate(lambda now, sid, rid: SemaphoreRequest(
-            now, sid, client.id, rid, action, self.name, self.max_leases, lease, (), timeout, worker))
+            now, sid, client.id, rid, action, self.name, self.max_leases, lease, (), timeout, worker),
+            then=then, orphan=orphan)
 
     def _where(self, client: Any) -> tuple[str, str]:
         return (client.id, _task_here()[0])
@@ -191,11 +211,22 @@ class Semaphore(Primitive):
         seconds = parse_timeout(timeout)
         client = self.client
         lease = f"{self._holder(client)}/{next(self._count)}"
-        granted, lease_timeout = self._ask("acquire", lease, seconds, client)
-        if granted:
-            self._leases.setdefault(self._where(client), []).append(lease)
-            _keeper(client).hold(self.name, lease, lease_timeout)
-        return granted
+        where = self._where(client)
+
+        def granted(value: Any) -> bool:
+            ok, lease_timeout = value
+            if ok:
+                self._leases.setdefault(where, []).append(lease)
+                _keeper(client).hold(self.name, lease, lease_timeout)
+            return ok
+
+        def undo(value: Any) -> Any:  # given up (cancelled) but granted: give the lease back
+            if value and value[0]:
+                return lambda now, sid, rid: SemaphoreRequest(now, sid, client.id, rid, "release", self.name,
+                                                              self.max_leases, lease, (), None, None)  # fmt: skip
+            return None
+
+        return self._ask("acquire", lease, seconds, client, then=granted, orphan=undo)
 
     def release(self) -> bool:
         """Give back the oldest lease this object holds here; RuntimeError if it holds none.
@@ -215,7 +246,7 @@ class Semaphore(Primitive):
 
     def close(self) -> None:
         """Forget the semaphore on the scheduler (its waiters get RuntimeError)."""
-        self._ask("close")
+        return self._ask("close")
 
     def __enter__(self) -> Semaphore:
         self.acquire()
@@ -223,6 +254,13 @@ class Semaphore(Primitive):
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+    async def __aenter__(self) -> Semaphore:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.release()
 
     def __repr__(self) -> str:
         return f"<Semaphore: {self.name} max_leases={self.max_leases}>"

@@ -22,45 +22,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
+from twofold.client import ops
 from twofold.client.actor import Actor
-from twofold.client.future import (
-    DONE,
-    FAILED,
-    _NO_VALUE,
-    Future,
-    FutureState,
-    all_done,
-    iter_futures,
-    run_callbacks,
-)
+from twofold.client.future import _NO_VALUE, Future, FutureState, iter_futures
+from twofold.client.ops import Failed as _Failed
+from twofold.client.ops import drive_sync
 from twofold.client.options import check_key, check_timeout, data_token, normalize_workers
-from twofold.errors import CancelledError, ProtocolError, TimeoutError, TwofoldError
-from twofold.messages import (
-    MissingData,
-    ReleaseKeys,
-    ScatteredKey,
-    ScatterPlan,
-    ScatterRequest,
-    UpdateData,
-    WhoHasReply,
-    WhoHasRequest,
-)
+from twofold.errors import CancelledError, TwofoldError
 
 if TYPE_CHECKING:
     from twofold.client.client import Client
 
 _SKIPPED = object()
-
-
-class _Failed(Exception):
-    """Internal: a future being collected failed (the public method raises its error)."""
-
-    def __init__(self, state: FutureState):
-        self.state = state
-
-
-def _waited(timeout: float | None) -> str:
-    return f"within {timeout:g} s" if timeout is not None else "(no timeout)"
 
 
 class DataMethods:
@@ -69,23 +42,29 @@ class DataMethods:
     # -- results -------------------------------------------------------------------
 
     def _result(self: Client, st: FutureState, timeout: float | None) -> Any:
-        timeout = check_timeout(timeout)
-        try:
-            values = self._collect([st], self._deadline(timeout), False, timeout)
-        except _Failed as failed:
-            culprit = failed.state
-        else:
-            return values[id(st)]
-        # raised here, outside the handler (no chained context), few frames of ours
-        exc = self._failure(culprit)
-        raise exc.with_traceback(culprit.tb)
+        """The value of ``st`` (blocking; the async API drives :meth:`_result_op` itself)."""
+        if st.status == "finished" and st.inline is not None:
+            return self._inline_value(st)  # the usual case: nothing to wait for, nothing to fetch
+        value = drive_sync(self, self._result_op(st, check_timeout(timeout)))
+        if type(value) is _Failed:
+            # raised here, outside any handler (no chained context), few frames of ours
+            culprit = value.state
+            del value
+            exc = self._failure(culprit)
+            raise exc.with_traceback(culprit.tb)
+        return value
 
-    def _exception(self: Client, future: Future, timeout: float | None) -> BaseException | None:
+    def _result_op(self: Client, st: FutureState, timeout: float | None) -> ops.Op:
+        """The value, or the :class:`ops.Failed` of a failed state (the caller raises: fewer frames)."""
+        try:
+            values = yield from ops.collect(self, [st], self._deadline(timeout), False, timeout)
+        except _Failed as failed:
+            return failed
+        return values[id(st)]
+
+    def _exception(self: Client, st: FutureState, timeout: float | None) -> Any:
         timeout = check_timeout(timeout)
-        st = future._state
-        if not self._wait(lambda: st.status in DONE, self._deadline(timeout)):
-            raise TimeoutError(f"future {st.key!r} not done {_waited(timeout)}")
-        return self._exception_of(st) if st.status == "error" else None
+        return self._run(ops.exception(self, st, self._deadline(timeout), timeout))
 
     def _exception_of(self: Client, st: FutureState) -> BaseException:
         """The erred key's exception, loaded once (``Backend.load_error``)."""
@@ -128,105 +107,15 @@ class DataMethods:
     def _collect(
         self: Client, states: list[FutureState], deadline: float | None, skip: bool, timeout: float | None
     ) -> dict[int, Any]:
-        """Values of ``states`` by ``id(state)``; failed ones raise, or are left out if ``skip``."""
-        values: dict[int, Any] = {}
-        todo = states
-        while todo:
-            ready = all_done(todo, stop_on_failure=not skip)
-            if not self._wait(ready, deadline):
-                left = [st.key for st in todo if st.status not in DONE]
-                raise TimeoutError(f"{len(left)} future(s) not done {_waited(timeout)}: {left[:5]}")
-            finished = []
-            for st in todo:
-                if st.status in FAILED:
-                    if not skip:
-                        raise _Failed(st)
-                elif st.status == "finished":
-                    finished.append(st)
-            # states whose data was lost meanwhile are pending again: wait for them too
-            todo = self._fetch_round(finished, values, deadline, timeout) + [
-                st for st in todo if st.status not in DONE
-            ]
-        return values
-
-    def _fetch_round(
-        self: Client, states: list[FutureState], values: dict[int, Any], deadline: float | None, timeout: float | None
-    ) -> list[FutureState]:
-        """Fetch what can be fetched now; return the states to try again."""
-        need = []
-        for st in states:
-            if st.inline is not None:
-                values[id(st)] = self._inline_value(st)
-            else:
-                need.append(st)
-        if not need:
-            return []
-        req = self._ask(need, deadline, timeout, lambda sid: WhoHasRequest(
-            self._backend.now(), sid, self.id, sid, tuple(st.key for st in need)))
-        reply: WhoHasReply = req.reply
-        who_has = {}
-        homeless = []
-        for st in need:
-            holders = tuple(reply.who_has.get(st.key, ()))
-            if holders:
-                who_has[st.key] = holders
-            else:
-                homeless.append(st)
-        again = []
-        if who_has:
-            data, missing = self._backend.fetch(who_has)
-            for st in need:
-                if st.key in data and st.key not in missing:
-                    values[id(st)] = data[st.key]
-                elif st.key in who_has:
-                    again.append(st)  # a holder failed us: report it, ask again
-            if missing:
-                with self._lock:
-                    self._check_running()
-                    now = self._backend.now()
-                    msgs = []
-                    for key, errant in missing.items():
-                        _, sid = self._next_sid("missing")
-                        msgs.append(MissingData(now, sid, self.id, key, errant))
-                    self._send(msgs)
-        if homeless:
-            # no holder when the scheduler answered: wait for the next arrival in memory
-            gens = req.gens
-
-            def arrived() -> bool:
-                return all(st.generation > gens[id(st)] or st.status in FAILED for st in homeless)
-
-            if not self._wait(arrived, deadline):
-                raise TimeoutError(
-                    f"data of {[st.key for st in homeless][:5]} lost and not recomputed {_waited(timeout)}"
-                )
-            again.extend(homeless)
-        return again
+        """Values of ``states`` by ``id(state)`` (blocking; see :func:`ops.collect`)."""
+        return drive_sync(self, ops.collect(self, states, deadline, skip, timeout))
 
     def _ask(
         self: Client, states: list[FutureState], deadline: float | None, timeout: float | None,
         make: Callable[[str], Any],
     ):
-        """Send ``make(request_id)`` and wait for the reply with that request_id."""
-        from twofold.client.client import _Request
-
-        req = _Request(states)
-        with self._lock:
-            self._check_running()
-            _, sid = self._next_sid("ask")
-            self._requests[sid] = req
-            try:
-                self._send([make(sid)])
-            except BaseException:
-                del self._requests[sid]
-                raise
-        try:
-            if not self._wait(lambda: req.reply is not None, deadline):
-                raise TimeoutError(f"the scheduler did not answer {_waited(timeout)}")
-        finally:
-            with self._lock:
-                self._requests.pop(sid, None)
-        return req
+        """Send ``make(request_id)`` and wait for the reply with that request_id (blocking)."""
+        return drive_sync(self, ops.ask(self, states, deadline, timeout, make))
 
     # -- gather --------------------------------------------------------------------
 
@@ -237,27 +126,48 @@ class DataMethods:
         cancelled one raises CancelledError); ``'skip'`` leaves failed ones
         out of their container (a lone failed future gives None).
         An iterator gives a lazy iterator of gathered items.
+        Awaitable when the client is asynchronous.
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors= must be 'raise' or 'skip', got {errors!r}")
         if isinstance(futures, Iterator):
+            if self.asynchronous:
+                raise TypeError("an asynchronous client gathers lists of futures, not iterators")
             return (self.gather(f, errors=errors) for f in futures)
         fs = list(iter_futures(futures))
         self._check_own(fs, "gather()")
         self._check_running()
         states = list({id(f._state): f._state for f in fs}.values())
-        try:
-            values = self._collect(states, None, errors == "skip", None)
-        except _Failed as failed:
-            culprit = failed.state
-        else:
-            out = _pack(futures, values)
-            return None if out is _SKIPPED else out
-        del futures, fs, states  # the traceback keeps this frame: let go of the futures
-        exc = self._failure(culprit)
-        raise exc.with_traceback(culprit.tb)
+        del fs
+        if self.asynchronous:
+            return self._gather_async(futures, states, errors == "skip")
+        value = drive_sync(self, self._gather_op(futures, states, errors == "skip"))
+        if type(value) is _Failed:
+            culprit = value.state
+            del futures, states, value  # the traceback keeps this frame: let go of the futures
+            exc = self._failure(culprit)
+            raise exc.with_traceback(culprit.tb)
+        return value
 
-    def who_has(self: Client, futures: Any = None) -> dict[str, list[str]]:
+    async def _gather_async(self: Client, futures: Any, states: list[FutureState], skip: bool) -> Any:
+        value = await ops.drive_async(self, self._gather_op(futures, states, skip))
+        if type(value) is _Failed:
+            culprit = value.state
+            del futures, states, value
+            exc = self._failure(culprit)
+            raise exc.with_traceback(culprit.tb)
+        return value
+
+    def _gather_op(self: Client, futures: Any, states: list[FutureState], skip: bool) -> ops.Op:
+        """The gathered values in the shape of ``futures``, or the :class:`ops.Failed` of the first failure."""
+        try:
+            values = yield from ops.collect(self, states, None, skip, None)
+        except _Failed as failed:
+            return failed
+        out = _pack(futures, values)
+        return None if out is _SKIPPED else out
+
+    def who_has(self: Client, futures: Any = None) -> Any:
         """Which workers hold each future's data (all of this client's keys if None)."""
         if futures is None:
             with self._lock:
@@ -266,10 +176,12 @@ class DataMethods:
             fs = list(iter_futures(futures))
             self._check_own(fs, "who_has()")
             states = list({f.key: f._state for f in fs}.values())
+        return self._run(self._who_has_op(states))
+
+    def _who_has_op(self: Client, states: list[FutureState]) -> ops.Op:
         if not states:
             return {}
-        req = self._ask(states, None, None, lambda sid: WhoHasRequest(
-            self._backend.now(), sid, self.id, sid, tuple(st.key for st in states)))
+        req = yield from ops.ask(self, states, None, None, ops.who_has_request(self, tuple(st.key for st in states)))
         return {st.key: list(req.reply.who_has.get(st.key, ())) for st in states}
 
     # -- scatter -------------------------------------------------------------------
@@ -290,7 +202,8 @@ class DataMethods:
         container of futures, one per element; a dict gives a dict of
         futures whose keys are the dict's keys (they name the data).
         ``hash=True`` names elements by content (``<type>-<token>``), so
-        equal data scattered twice is one key.
+        equal data scattered twice is one key.  Awaitable when the client
+        is asynchronous.
         """
         if isinstance(data, Iterator):
             raise TypeError("scatter() takes a list, tuple, set, dict or single object, not an iterator")
@@ -312,22 +225,12 @@ class DataMethods:
             names = [self._data_key(data, hash)]
             items = {names[0]: data}
         if not names:
-            return {} if isinstance(data, dict) else type(data)()
-        keys = tuple(items)
-        req = self._ask([], self._deadline(timeout), timeout, lambda sid: ScatterRequest(
-            self._backend.now(), sid, self.id, sid, keys, pool, broadcast))
-        plan: ScatterPlan = req.reply
-        if plan.error:
-            raise ValueError(f"scatter refused by the scheduler: {plan.error}")
-        unplaced = [k for k in keys if not plan.placement.get(k)]
-        if unplaced:
-            raise ProtocolError(f"the scheduler's scatter plan places no worker for {unplaced[:5]}")
-        placement = {k: tuple(plan.placement[k]) for k in keys}
-        if plan.free_seqs:
-            info = self._backend.put(placement, items, plan.free_seqs)
-        else:
-            info = self._backend.put(placement, items)
-        futures = self._scattered(keys, names, placement, info)
+            return self._maybe_done({} if isinstance(data, dict) else type(data)())
+        return self._run(self._scatter_op(data, tuple(items), names, items, pool, broadcast, timeout))
+
+    def _scatter_op(self: Client, data: Any, keys: tuple, names: list[str], items: dict, pool: Any, broadcast: bool,
+                    timeout: float | None) -> ops.Op:  # fmt: skip
+        futures = yield from ops.scatter(self, keys, names, items, pool, broadcast, self._deadline(timeout), timeout)
         if isinstance(data, dict):
             return dict(zip(names, futures))
         if isinstance(data, (list, tuple, set, frozenset)):
@@ -337,43 +240,6 @@ class DataMethods:
     def _data_key(self: Client, obj: Any, hash: bool) -> str:  # noqa: A002
         token = data_token(obj) if hash else None
         return f"{type(obj).__name__}-{token or self._backend.new_token()}"
-
-    def _scattered(
-        self: Client, keys: tuple, names: list[str], placement: dict, info: dict
-    ) -> list[Future]:
-        """Register put data: UpdateData, finished states, one Future per name."""
-        due: list = []
-        with self._lock:
-            self._check_running()
-            seq, sid = self._next_sid("scatter")
-            now = self._backend.now()
-            records = []
-            held_before = []
-            for key in keys:
-                try:
-                    nbytes, typename = info[key]
-                except KeyError:
-                    raise ProtocolError(f"Backend.put did not report {key!r}") from None
-                st = self._states.get(key)
-                if st is None:
-                    st = self._states[key] = FutureState(key, seq)
-                else:
-                    held_before.append(key)
-                due += st.finish(typename, nbytes, None)
-                records.append(ScatteredKey(key, int(nbytes), typename, placement[key]))
-            futures = []
-            for name in names:
-                st = self._states[name]
-                st.refs += 1
-                futures.append(Future._attach(name, self, st))
-            msgs: list = [UpdateData(now, sid, self.id, tuple(records))]
-            if held_before:
-                # UpdateData took a second reference to keys we already held: give it back
-                _, sid = self._next_sid("release")
-                msgs.append(ReleaseKeys(now, sid, self.id, tuple(held_before)))
-            self._send(msgs)
-        run_callbacks(due)
-        return futures
 
 
 def _pack(obj: Any, values: dict[int, Any]) -> Any:

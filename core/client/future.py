@@ -267,6 +267,8 @@ class Future:
         task's exception with its original traceback (``CancelledError`` if
         cancelled, :class:`~twofold.errors.TimeoutError` on timeout)."""
         client, state = self.client, self._state
+        if client.asynchronous:
+            return self._result_async(timeout)
         try:
             # ``self`` stays referenced while we wait: a temporary future
             # (``client.submit(f).result()``) must not be released mid-wait
@@ -280,13 +282,37 @@ class Future:
             return value._bind(client, self)  # the handle keeps the actor alive
         return value
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The task's exception once it erred; None if it finished or was cancelled."""
-        return self.client._exception(self, timeout)
+    async def _result_async(self, timeout: float | None) -> Any:
+        from twofold.client.options import check_timeout
+
+        from twofold.client.ops import Failed
+
+        client = self.client
+        value = await client._run_async(client._result_op(self._state, check_timeout(timeout)))
+        if type(value) is Failed:
+            culprit = value.state
+            del value
+            exc = client._failure(culprit)
+            raise exc.with_traceback(culprit.tb)
+        if type(value) is Actor:
+            return value._bind(client, self)
+        return value
+
+    def __await__(self):
+        """``await future``: its result, without blocking the event loop (any client)."""
+        return self._result_async(None).__await__()
+
+    def exception(self, timeout: float | None = None) -> Any:
+        """The task's exception once it erred; None if it finished or was cancelled
+        (awaitable when the client is asynchronous)."""
+        return self.client._exception(self._state, timeout)
 
     def traceback(self, timeout: float | None = None) -> Any:
-        """The traceback object of the task's exception (None if not erred)."""
-        exc = self.client._exception(self, timeout)
+        """The traceback object of the task's exception (None if not erred;
+        awaitable when the client is asynchronous)."""
+        exc = self.client._exception(self._state, timeout)
+        if self.client.asynchronous:
+            return _traceback_async(exc, self._state)
         return None if exc is None else self._state.tb
 
     # -- actions ---------------------------------------------------------------
@@ -324,6 +350,10 @@ class Future:
         if st.status == "finished" and st.typename:
             return f"<Future: finished, type: {st.typename}, key: {self.key}>"
         return f"<Future: {st.status}, key: {self.key}>"
+
+
+async def _traceback_async(exc: Any, state: FutureState) -> Any:
+    return None if (await exc) is None else state.tb
 
 
 def _rebuild_future(key: str) -> Future:
@@ -402,6 +432,8 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED):
         raise ValueError(f"return_when must be 'ALL_COMPLETED' or 'FIRST_COMPLETED', got {return_when!r}")
     groups = by_client(futures)
+    if any(c.asynchronous for c in groups):
+        return _wait_async(futures, groups, timeout, return_when)
     deadlines = {id(c): c._deadline(timeout) for c in groups}
     if return_when == FIRST_COMPLETED:
         first = any_done([f._state for f in futures])
@@ -416,11 +448,32 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
             if not client._wait(all_done(states), deadlines[id(client)]):
                 left = sum(f._state.status not in DONE for f in futures)
                 raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
+    return _split(futures)
+
+
+def _split(futures: list[Future]) -> DoneAndNotDoneFutures:
     not_done = [f for f in futures if f._state.status not in DONE]
     if not not_done:  # the usual end of a wait: one pass, each future hashed once
         return DoneAndNotDoneFutures(set(futures), set())
     not_done_set = set(not_done)
     return DoneAndNotDoneFutures({f for f in futures if f not in not_done_set}, not_done_set)
+
+
+async def _wait_async(futures: list[Future], groups: dict, timeout: float | None,
+                      return_when: str) -> DoneAndNotDoneFutures:  # fmt: skip
+    """``await wait(...)``: the same waits as :func:`wait`, awaited (see ``twofold.client.ops``)."""
+    from twofold.client import ops
+
+    if return_when == FIRST_COMPLETED:
+        client = next(iter(groups))
+        if not await client._run_async(ops.wait_first(client, [f._state for f in futures], client._deadline(timeout))):
+            raise TimeoutError(f"none of {len(futures)} futures finished within {timeout:g} s")
+    else:
+        for client, group in groups.items():
+            if not await client._run_async(ops.wait_all(client, [f._state for f in group], client._deadline(timeout))):
+                left = sum(f._state.status not in DONE for f in futures)
+                raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
+    return _split(futures)
 
 
 # --------------------------------------------------------------------------
@@ -503,13 +556,58 @@ class as_completed:  # noqa: N801 - dask's name
             self._queue.clear()
         return [self._item(f) for f in batch]
 
-    def batches(self) -> Iterator[list]:
-        """Yield lists of whatever completed since the previous list."""
+    def batches(self) -> Any:
+        """Lists of whatever completed since the previous list (``for``, or ``async for``)."""
+        return _Batches(self)
+
+    def _sync_batches(self) -> Iterator[list]:
         while True:
             try:
                 yield self.next_batch(block=True)
             except StopIteration:
                 return
+
+    # -- async iteration ----------------------------------------------------------------
+
+    def __aiter__(self) -> as_completed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not await self._block_async():
+            raise StopAsyncIteration
+        with self._lock:
+            future = self._queue.popleft()
+        return await self._item_async(future)
+
+    async def _block_async(self) -> bool:
+        """Await something queued; False when nothing is left."""
+        from twofold.client import ops
+
+        while True:
+            with self._lock:
+                if self._queue:
+                    return True
+                if not self._pending:
+                    return False
+                client = next(iter(self._pending)).client
+            await client._run_async(ops.wait_for(lambda: bool(self._queue) or not self._pending, None))
+
+    async def _item_async(self, future: Future) -> Any:
+        if not self.with_results:
+            return future
+        try:
+            return future, await future._result_async(None)
+        except Exception as exc:
+            if self.raise_errors:
+                raise
+            return future, exc
+
+    async def _async_batches(self) -> Any:
+        while await self._block_async():
+            with self._lock:
+                batch = list(self._queue)
+                self._queue.clear()
+            yield [await self._item_async(f) for f in batch]
 
     def _block(self) -> None:
         """Wait until something is queued; StopIteration when nothing is left."""
@@ -531,6 +629,27 @@ class as_completed:  # noqa: N801 - dask's name
             if self.raise_errors:
                 raise
             return future, exc
+
+
+class _Batches:
+    """``as_completed(...).batches()``: iterable with ``for`` and with ``async for``."""
+
+    __slots__ = ("_ac", "_sync")
+
+    def __init__(self, ac: as_completed):
+        self._ac = ac
+        self._sync: Iterator[list] | None = None
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> list:
+        if self._sync is None:
+            self._sync = self._ac._sync_batches()
+        return next(self._sync)
+
+    def __aiter__(self) -> Any:
+        return self._ac._async_batches()
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,8 @@ Client's request plumbing, ``_ask``, from ``DataMethods``).
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 from typing import TYPE_CHECKING, Any
 
 from twofold.client.options import check_timeout, normalize_workers
@@ -47,6 +49,7 @@ class InfoMethods:
             for address, info in reply.workers.items()
         }
 
+    @awaitable
     def scheduler_info(self: Client, asynchronous: Any = None) -> dict[str, Any]:
         """Basic information about the scheduler and its workers, as dask gives it::
 
@@ -67,6 +70,7 @@ class InfoMethods:
             "workers": self._workers_info(),
         }
 
+    @awaitable
     def nthreads(self: Client, workers: Any = None, asynchronous: Any = None) -> dict[str, int]:
         """The number of threads of each worker, by address.
 
@@ -84,6 +88,7 @@ class InfoMethods:
 
     ncores = nthreads
 
+    @awaitable
     def wait_for_workers(self: Client, n_workers: int = 0, timeout: float | None = None) -> None:
         """Block until the scheduler has at least ``n_workers`` workers.
 
@@ -113,14 +118,17 @@ class InfoMethods:
         return self._coordinate(lambda now, sid, rid: InspectRequest(now, sid, self.id, rid, action, pool, keys,
                                                                     summary))  # fmt: skip
 
+    @awaitable
     def has_what(self: Client, workers: Any = None, **kwargs: Any) -> dict[str, tuple[str, ...]]:
         """The keys each worker holds in memory, by address (``workers``: some of them)."""
         return self._inspect("has_what", workers)
 
+    @awaitable
     def processing(self: Client, workers: Any = None) -> dict[str, tuple[str, ...]]:
         """The keys each worker is processing (assigned, not yet finished), by address."""
         return self._inspect("processing", workers)
 
+    @awaitable
     def nbytes(self: Client, keys: Any = None, summary: bool = True, **kwargs: Any) -> dict[str, int]:
         """Bytes of each key in memory (``keys``: futures or keys; all if None); with
         ``summary`` (the default, as dask's), totals by key prefix (``"inc"`` for ``"inc-3f2a"``)."""
@@ -130,6 +138,7 @@ class InfoMethods:
             keys = tuple(k if isinstance(k, str) else k.key for k in iter_futures_or_keys(keys))
         return self._inspect("nbytes", keys=keys, summary=summary)
 
+    @awaitable
     def call_stack(self: Client, futures: Any = None, keys: Any = None) -> dict[str, dict[str, list[str]]]:
         """The stacks of executing tasks, by worker address then key (those of ``futures``/``keys``
         only, if given): lines as ``traceback.format_stack`` gives them."""
@@ -142,6 +151,7 @@ class InfoMethods:
         return self.run(task_stacks, tuple(wanted))
 
 
+    @awaitable
     def dump_cluster_state(self: Client, filename: str = "dump-cluster-state", write_from_scheduler: Any = None,
                            exclude: Any = (), format: str = "msgpack", **storage_options: Any) -> str:  # noqa: A002
         """Write the scheduler's and every worker's state to ``filename`` (``.msgpack.gz``, or
@@ -158,6 +168,7 @@ class InfoMethods:
         }  # fmt: skip
         return dumps.write(state, filename, format)
 
+    @awaitable
     def profile(self: Client, key: str | None = None, start: Any = None, stop: Any = None, workers: Any = None,
                 merge_workers: bool = True, plot: bool = False, filename: str | None = None, server: bool = False,
                 scheduler: bool = False) -> dict:  # fmt: skip

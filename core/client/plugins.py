@@ -11,6 +11,8 @@ raises before anything is sent.
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 import os
 import uuid
 from typing import Any
@@ -26,6 +28,7 @@ class PluginMethods:
 
         return self._coordinate(lambda now, sid, rid: WorkerPluginRequest(now, sid, self.id, rid, action, name, data))
 
+    @awaitable
     def register_plugin(self, plugin: Any, name: str | None = None, idempotent: bool | None = None) -> Any:
         """A :class:`~twofold.SchedulerPlugin` or a :class:`~twofold.WorkerPlugin`."""
         if isinstance(plugin, SchedulerPlugin):
@@ -34,6 +37,7 @@ class PluginMethods:
             return self.register_worker_plugin(plugin, name=name)
         raise TypeError(f"register_plugin() takes a WorkerPlugin or a SchedulerPlugin, got {type(plugin).__name__}")
 
+    @awaitable
     def register_worker_plugin(self, plugin: Any = None, name: str | None = None, nanny: bool | None = None,
                                **kwargs: Any) -> dict[str, Any]:  # fmt: skip
         """Set ``plugin`` up on every worker, now and as workers join: ``{address: {"status": "OK"}}``.
@@ -58,6 +62,7 @@ class PluginMethods:
             raise errors[0]
         return {address: {"status": "OK"} for address in outcomes}
 
+    @awaitable
     def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> dict[str, Any]:
         """Tear the plugin ``name`` down on every worker; later workers do not get it.
         ValueError if no worker plugin has that name."""
@@ -78,6 +83,7 @@ class PluginMethods:
             pass
         self.run(remove, name, on_error="ignore")
 
+    @awaitable
     def register_worker_callbacks(self, setup: Any = None) -> Any:
         """Run ``setup`` (given ``dask_worker`` if it takes it) on every worker, now and as they join."""
         if not callable(setup):
@@ -85,6 +91,7 @@ class PluginMethods:
         fn_name = getattr(setup, "__name__", type(setup).__name__)
         return self.register_worker_plugin(_Callback(setup), name=f"worker-setup-{fn_name}-{uuid.uuid4().hex[:8]}")
 
+    @awaitable
     def register_scheduler_plugin(self, plugin: Any, name: str | None = None, idempotent: bool | None = None) -> None:
         """Run ``plugin`` in the scheduler's driver: ``start(scheduler)`` now, then its hooks
         (``add_worker``, ``remove_worker``, ``transition``, ``update_graph``) as things happen."""
@@ -98,12 +105,14 @@ class PluginMethods:
         self.run_on_scheduler(add_scheduler_plugin, name, plugin)
         return None
 
+    @awaitable
     def unregister_scheduler_plugin(self, name: str) -> None:
         """Stop (``close()``) and forget the scheduler plugin ``name``; ValueError if none has it."""
         from twofold.plugins import remove_scheduler_plugin
 
         self.run_on_scheduler(remove_scheduler_plugin, name)
 
+    @awaitable
     def upload_file(self, filename: str, load: bool = True) -> dict[str, Any]:
         """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and as they join; it
         lands in a directory on their ``sys.path``, and a ``.py`` is imported (reloaded)."""

@@ -32,18 +32,19 @@ class Queue(Primitive):
     def _state(self) -> tuple:
         return (None, self.maxsize)
 
-    def _ask(self, action: str, items: tuple = (), count: int = 1, timeout: float | None = None) -> Any:
+    def _ask(self, action: str, items: tuple = (), count: int = 1, timeout: float | None = None,
+             then: Any = None) -> Any:  # fmt: skip
         client = self.client
         return client._coordinate(
             lambda now, sid, rid: QueueRequest(now, sid, client.id, rid, action, self.name, items, count,
                                                self.maxsize, timeout),
-            items=action == "get",
+            items=action == "get", then=then,
         )
 
     def put(self, value: Any, timeout: Any = None, **kwargs: Any) -> None:
         """Append ``value``; on a full queue wait for room (TimeoutError after ``timeout`` seconds)."""
         seconds = parse_timeout(timeout)
-        self._ask("put", (pack_value(value, "Queue.put"),), timeout=seconds)
+        return self._ask("put", (pack_value(value, "Queue.put"),), timeout=seconds)
 
     def get(self, timeout: Any = None, batch: bool | int = False, **kwargs: Any) -> Any:
         """The oldest item (TimeoutError after ``timeout`` seconds); ``batch=True``: a list of
@@ -52,7 +53,7 @@ class Queue(Primitive):
         if batch is True:
             return self._ask("get", count=-1, timeout=seconds)
         if batch is False:
-            return self._ask("get", count=1, timeout=seconds)[0]
+            return self._ask("get", count=1, timeout=seconds, then=_first)
         if not isinstance(batch, int):
             raise TypeError(f"batch= must be True, False or an int >= 1, got {batch!r}")
         if batch < 1:
@@ -75,21 +76,25 @@ class Variable(Primitive):
     def __init__(self, name: str | None = None, client: Any = None, maxsize: int = 0):
         super().__init__(name, client)
 
-    def _ask(self, action: str, items: tuple = (), timeout: float | None = None) -> Any:
+    def _ask(self, action: str, items: tuple = (), timeout: float | None = None, then: Any = None) -> Any:
         client = self.client
         return client._coordinate(
             lambda now, sid, rid: VariableRequest(now, sid, client.id, rid, action, self.name, items, timeout),
-            items=action == "get",
+            items=action == "get", then=then,
         )
 
     def set(self, value: Any, **kwargs: Any) -> None:
         """Replace the value (a future's data is kept until the next set or delete)."""
-        self._ask("set", (pack_value(value, "Variable.set"),))
+        return self._ask("set", (pack_value(value, "Variable.set"),))
 
     def get(self, timeout: Any = None, **kwargs: Any) -> Any:
         """The value; waits until one is set (TimeoutError after ``timeout`` seconds)."""
-        return self._ask("get", timeout=parse_timeout(timeout))[0]
+        return self._ask("get", timeout=parse_timeout(timeout), then=_first)
 
     def delete(self) -> None:
         """Forget the value, for every client."""
-        self._ask("delete")
+        return self._ask("delete")
+
+
+def _first(items: list) -> Any:
+    return items[0]

@@ -18,6 +18,8 @@ it, never change it).
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 import inspect
 from typing import Any, Callable
 
@@ -39,6 +41,7 @@ def _names(func: Callable, name: str) -> bool:
 class RemoteMethods:
     """Mixin of :class:`~twofold.Client`."""
 
+    @awaitable
     def run(self, function: Callable, *args: Any, workers: Any = None, wait: bool = True, nanny: bool = False,
             on_error: str = "raise", **kwargs: Any) -> dict[str, Any] | None:  # fmt: skip
         """``function(*args, **kwargs)`` on every worker (or those of ``workers``, addresses or
@@ -78,6 +81,7 @@ class RemoteMethods:
                 raise value
         return results
 
+    @awaitable
     def run_on_scheduler(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` in the scheduler's process (see the module docstring)."""
         from twofold.messages_sharing import RunOnScheduler
@@ -102,6 +106,7 @@ class RemoteMethods:
 
     # -- versions and logs -------------------------------------------------------------
 
+    @awaitable
     def get_versions(self, check: bool = False, packages: Any = None) -> dict[str, Any]:
         """Python, platform and package versions of this client, the scheduler and each worker
         (``packages``: more package names to report); ``check``: ValueError if the
@@ -121,6 +126,7 @@ class RemoteMethods:
                 raise ValueError(f"mismatched versions found:\n{lines}")
         return versions
 
+    @awaitable
     def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         """The scheduler's last ``n`` log records, ``(level, message)``, oldest first.  On a
         SimCluster: its faults and worker events, with their virtual times."""
@@ -130,6 +136,7 @@ class RemoteMethods:
             return _last([("INFO", _fault_line(r)) for r in records("fault")], n)
         return self.run_on_scheduler(recent_logs, "twofold.runtime.scheduler", n)
 
+    @awaitable
     def get_worker_logs(self, n: int | None = None, nanny: bool = False, workers: Any = None) -> dict:
         """Each worker's last ``n`` log records, by address (workers sharing a process
         share their records).  On a SimCluster: each worker's faults and events."""

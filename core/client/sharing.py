@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -104,6 +106,7 @@ class SharingMethods:
 
     # -- datasets ------------------------------------------------------------------
 
+    @awaitable
     def publish_dataset(self: Client, *args: Any, name: str | None = None, override: bool = False,
                         **kwargs: Any) -> None:  # fmt: skip
         """Publish ``publish_dataset(x=futures)`` or ``publish_dataset(futures, name="x")``;
@@ -128,6 +131,7 @@ class SharingMethods:
             self._coordinate(lambda now, sid, rid, key=key, data=data, keys=keys: DatasetRequest(
                 now, sid, self.id, rid, "publish", key, data, keys, override))
 
+    @awaitable
     def get_dataset(self: Client, name: str, default: Any = _NO_DEFAULT, **kwargs: Any) -> Any:
         """The dataset published under ``name`` (its futures are this client's); KeyError
         if there is none and no ``default``."""
@@ -146,10 +150,12 @@ class SharingMethods:
             return default
         return substitute(self._backend.load_inline(data), futures)
 
+    @awaitable
     def list_datasets(self: Client, **kwargs: Any) -> tuple[str, ...]:
         """The names of the published datasets, in publishing order."""
         return tuple(self._coordinate(lambda now, sid, rid: DatasetRequest(now, sid, self.id, rid, "list", "")))
 
+    @awaitable
     def unpublish_dataset(self: Client, name: str, **kwargs: Any) -> None:
         """Remove the dataset (its futures' data may be released)."""
         check_name(name, "dataset")
@@ -161,12 +167,14 @@ class SharingMethods:
 
     # -- metadata ------------------------------------------------------------------
 
+    @awaitable
     def set_metadata(self: Client, key: Any, value: Any) -> None:
         """Store ``value`` (msgpack-able) at ``key``: a str, or a list of keys into nested dicts."""
         path = _path(key)
         data = _packb(value, "set_metadata")
         self._coordinate(lambda now, sid, rid: MetadataRequest(now, sid, self.id, rid, "set", path, data))
 
+    @awaitable
     def get_metadata(self: Client, keys: Any, default: Any = _NO_DEFAULT) -> Any:
         """The value at ``keys`` (a str or a list of nested keys); KeyError without ``default``."""
         path = _path(keys)
@@ -180,12 +188,14 @@ class SharingMethods:
 
     # -- events --------------------------------------------------------------------
 
+    @awaitable
     def log_event(self: Client, topic: str | list[str], msg: Any) -> None:
         """Log ``msg`` (msgpack-able) to ``topic`` (or to each of a list of topics)."""
         topics = _topics(topic)
         data = _packb(msg, "log_event")
         self._coordinate(lambda now, sid, rid: EventLogRequest(now, sid, self.id, rid, "log", topics, data))
 
+    @awaitable
     def get_events(self: Client, topic: str | None = None) -> Any:
         """``((time, msg), ...)`` logged to ``topic``; without a topic, a dict of every topic's."""
         topics = () if topic is None else _topics(topic)
@@ -193,6 +203,7 @@ class SharingMethods:
         events = {t: tuple((time, _unpackb(data)) for time, data in log) for t, log in found.items()}
         return events if topic is None else events.get(topic, ())
 
+    @awaitable
     def subscribe_topic(self: Client, topic: str, handler: Callable[[tuple], Any]) -> None:
         """Call ``handler((time, msg))`` for every event logged to ``topic`` from now on."""
         topics = _topics(topic)
@@ -203,6 +214,7 @@ class SharingMethods:
                 self._topic_handlers[t] = handler
         self._coordinate(lambda now, sid, rid: EventLogRequest(now, sid, self.id, rid, "subscribe", topics))
 
+    @awaitable
     def unsubscribe_topic(self: Client, topic: str) -> None:
         """Stop calling the handler of ``topic``."""
         topics = _topics(topic)

@@ -10,6 +10,8 @@ such as ``"60s"`` for that long before now.
 
 from __future__ import annotations
 
+from twofold.client.modes import awaitable
+
 from typing import TYPE_CHECKING, Any
 
 from twofold.client.coordinating import parse_timeout
@@ -40,6 +42,7 @@ class TaskStreamMethods:
             now = self._scheduler_now()
         return now - parse_timeout(value, "start/stop"), now
 
+    @awaitable
     def get_task_stream(self: Client, start: Any = None, stop: Any = None, count: int | None = None,
                         plot: bool = False, filename: str | None = None, bokeh_resources: Any = None) -> list[dict]:  # fmt: skip
         """The task runs that finished in the window (all the scheduler keeps, by default)."""
