@@ -582,6 +582,9 @@ def test_queue_and_variable(backend, cluster, name):
             await w(v.set(f))
             got = await w(Variable(f"{name}-v", client=client).get(timeout=TIMEOUT))
             assert isinstance(got, Future) and got.key == f.key and await w(got) == 10
+            await w(v.delete())  # the variable held the future's data (for every client) until now
+            with pytest.raises(TwofoldTimeoutError):
+                await w(v.get(timeout=0.05))
 
     run(backend, main)
 
