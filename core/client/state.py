@@ -135,18 +135,22 @@ class ClientState:
         return released
 
     def outgoing(self, msgs: list, now: float) -> list:
-        """``msgs`` followed by one ReleaseKeys for every key nobody holds any more.
+        """``msgs`` followed by one ReleaseKeys for every key nobody holds any more, and
+        preceded by the deferred undos (:meth:`close_request`'s orphans, a foreign
+        cancel's release).
 
         Releases go last: a future dropped while these messages were built
         (``client.submit(f, client.submit(g))``) may be an input of them,
         and the scheduler must see the graph before it lets go of the key.
         """
         deferred = self.deferred
-        if deferred:
+        if deferred:  # undos first: they are about what happened before these messages
+            undo = []
             for make in deferred:
                 _, sid = self.next_sid("undo")
-                msgs.append(make(now, sid, ""))
+                undo.append(make(now, sid, ""))
             deferred.clear()
+            msgs[:0] = undo
         released = self.settle_drops()
         extra = self.extra_releases
         if extra:
@@ -326,6 +330,12 @@ class ClientState:
             return []  # about an incarnation of this key we already let go
         del self.states[msg.key]  # the scheduler dropped our reference
         self.note_cancelled(msg.key)
+        if seq is None:
+            # another client's forced cancel: it may have reached the scheduler before a
+            # ReleaseKeys + DesireKeys of ours that re-took the reference this state holds;
+            # a release of a key we do not hold is harmless there, a leaked one is not
+            key, client = msg.key, self.client_id
+            self.deferred.append(lambda now, sid, rid: ReleaseKeys(now, sid, client, (key,)))
         return st.cancel(msg.reason)
 
     def _on_refused(self, msg: GraphRefused) -> list:
