@@ -22,12 +22,21 @@ from twofold.client.client import register_address
 from twofold.config import SchedulerConfig, WorkerConfig
 from twofold.sim import context as _context  # noqa: F401 - registers the task-context provider
 from twofold.sim import faults, gcpolicy
+from twofold.sim import virtual_time as virtual_time_module
 from twofold.sim.faults import Fault
 from twofold.sim.hosts import WorkerHost
 from twofold.sim.simulation import Simulation
 
 _names = itertools.count()
 #: scheduler address -> cluster, so ``Client("sim://cluster-0")`` can join
+#: ``time.time()`` inside tasks at virtual time 0: 2026-01-01T00:00:00Z (fixed, so runs repeat)
+DEFAULT_EPOCH = 1_767_225_600.0
+
+
+def _nothing() -> None:
+    pass
+
+
 _REGISTRY: "weakref.WeakValueDictionary[str, SimCluster]" = weakref.WeakValueDictionary()
 
 
@@ -77,6 +86,8 @@ class SimCluster:
         worker_config: Any = None,
         policy: Any = None,
         name: str | None = None,
+        virtual_time: bool = False,
+        epoch: float = DEFAULT_EPOCH,
     ) -> None:
         if not isinstance(n_workers, int) or n_workers < 0:
             raise ValueError(f"n_workers must be an int >= 0, got {n_workers!r}")
@@ -84,6 +95,10 @@ class SimCluster:
             raise ValueError(f"threads_per_worker must be an int >= 1, got {threads_per_worker!r}")
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
+        if not isinstance(virtual_time, bool):
+            raise TypeError(f"virtual_time= must be True or False, got {virtual_time!r}")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+            raise TypeError(f"epoch= must be seconds since 1970 (a number), got {epoch!r}")
         self.name = name or f"cluster-{next(_names)}"
         self.scheduler_address = f"sim://{self.name}"
         if self.scheduler_address in _REGISTRY:
@@ -106,6 +121,9 @@ class SimCluster:
             scheduler_address=self.scheduler_address,
         )
         self._sim.cluster = self
+        #: time.sleep/time/monotonic/perf_counter inside tasks are virtual (see twofold.sim.virtual_time)
+        self._sim.virtual_time = virtual_time
+        self._sim.epoch = float(epoch)
         self._clients = itertools.count()
         for i in range(n_workers):
             self._add_worker(f"worker-{i}", threads_per_worker, resources, memory_limit)
@@ -131,6 +149,11 @@ class SimCluster:
         # given back by close(), or when the cluster is dropped unclosed
         gcpolicy.hold()
         self._release_gc = weakref.finalize(self, gcpolicy.release)
+        if virtual_time:
+            virtual_time_module.hold()
+            self._release_time = weakref.finalize(self, virtual_time_module.release)
+        else:
+            self._release_time = _nothing
 
     # -- membership ------------------------------------------------------------
 
@@ -239,6 +262,7 @@ class SimCluster:
             close_worker(host)
         _REGISTRY.pop(self.scheduler_address, None)
         self._release_gc()
+        self._release_time()
 
     def __enter__(self) -> SimCluster:
         return self

@@ -29,6 +29,9 @@ from twofold.sim.trace import Trace
 
 
 class Simulation:
+    #: set by SimCluster: tasks' time.* on the virtual clock, and time.time()'s value at 0
+    virtual_time = False
+    epoch = 0.0
     def __init__(
         self,
         seed: int,

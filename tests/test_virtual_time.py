@@ -1,0 +1,176 @@
+"""Tasks on the simulation's clock: time.sleep / time.time / time.monotonic inside tasks.
+
+What the simulator promises (``twofold.sim.virtual_time``): inside a task,
+``time.sleep`` suspends the task on virtual time while the rest of the
+cluster goes on, and the clocks read virtual time (``time.time()`` from the
+cluster's fixed ``epoch``); everywhere else the ``time`` module is the real
+one, and it is restored when the last cluster closes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from twofold import Client, as_completed
+from twofold.sim import SimCluster
+from twofold.sim import virtual_time as vt
+from twofold.sim.cluster import DEFAULT_EPOCH
+
+
+def stamped_nap(seconds):
+    """Sleep ``seconds`` and say when (wall clock and monotonic) it started and ended."""
+    t0, m0 = time.time(), time.monotonic()
+    time.sleep(seconds)
+    return t0, time.time(), time.monotonic() - m0
+
+
+def perf_elapsed(seconds):
+    p0 = time.perf_counter()
+    time.sleep(seconds)
+    return time.perf_counter() - p0, time.perf_counter_ns() // 1_000_000
+
+
+def real_thread_time():
+    """What a thread that a task starts sees: the real clock."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(time.time()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def bad_sleep(x):
+    time.sleep(x)
+
+
+@pytest.fixture
+def cluster():
+    c = SimCluster(n_workers=2, threads_per_worker=1, durations=0.0, validate=True, virtual_time=True)
+    yield c
+    c.close()
+
+
+def test_a_task_sleeps_on_virtual_time_and_overlapping_tasks_overlap(cluster):
+    client = Client(cluster, set_as_default=False)
+    wall = time.perf_counter()
+    runs = client.gather(client.map(stamped_nap, [10, 10, 10, 10], pure=False))
+    assert time.perf_counter() - wall < 2.0  # 20 virtual seconds, no wall time to speak of
+    starts = sorted(r[0] - DEFAULT_EPOCH for r in runs)
+    # two one-thread workers: two naps start together, the next two when those end
+    assert starts[0] == pytest.approx(starts[1], abs=1e-6)
+    assert starts[2] == pytest.approx(starts[0] + 10, abs=0.01)
+    assert all(r[2] == pytest.approx(10.0) for r in runs)  # monotonic inside the task
+    assert all(r[1] - r[0] == pytest.approx(10.0) for r in runs)  # time.time inside the task
+    assert cluster.now == pytest.approx(20.0, abs=0.05)
+
+
+def test_perf_counter_and_ns_forms_are_virtual_in_tasks(cluster):
+    client = Client(cluster, set_as_default=False)
+    elapsed, ms = client.submit(perf_elapsed, 2.5).result()
+    assert elapsed == pytest.approx(2.5)
+    assert ms == pytest.approx(cluster.now * 1000, abs=50)
+
+
+def test_sleep_heavy_work_takes_wall_time_independent_of_the_sleeps():
+    cluster = SimCluster(n_workers=2, threads_per_worker=1, durations=0.0, virtual_time=True)  # (not validated: 10k tasks)
+    client = Client(cluster, set_as_default=False)
+    wall = time.perf_counter()
+    n = 10_000
+    futures = client.map(stamped_nap, [1.0] * n, pure=False)
+    client.gather(futures)
+    assert cluster.now == pytest.approx(n / 2, rel=0.01)  # 2 threads, 1 virtual second each
+    assert time.perf_counter() - wall < 30.0  # (about 1.5 s here: the naps cost nothing)
+    cluster.close()
+
+
+def test_the_clients_thread_and_a_tasks_own_thread_keep_real_time(cluster):
+    client = Client(cluster, set_as_default=False)
+    before = time.time()
+    assert abs(time.time() - before) < 1.0 and time.time() > 1.7e9  # the user's thread: real
+    t0 = time.monotonic()
+    time.sleep(0.05)  # a real sleep outside tasks
+    assert time.monotonic() - t0 >= 0.04
+    seen = client.submit(real_thread_time).result()
+    assert abs(seen - time.time()) < 5.0  # a thread a task started reads the real clock
+
+
+def test_off_by_default():
+    with SimCluster(n_workers=1, durations=0.0) as c:
+        assert time.sleep is vt._REAL["sleep"] or vt._holders > 0  # (another test's cluster may hold it)
+        _, _, slept = Client(c, set_as_default=False).submit(stamped_nap, 0.02).result()
+        assert slept >= 0.015 and c.now < 0.02
+
+
+def test_epoch_and_virtual_time_false():
+    with SimCluster(n_workers=1, epoch=1000.0, durations=0.0, virtual_time=True) as c:
+        t0, t1, _ = Client(c, set_as_default=False).submit(stamped_nap, 3).result()
+        assert t0 == pytest.approx(1000.0, abs=0.01) and t1 == pytest.approx(1003.0, abs=0.01)
+    with SimCluster(n_workers=1, virtual_time=False, durations=0.0) as c:
+        t0, t1, slept = Client(c, set_as_default=False).submit(stamped_nap, 0.05).result()
+        assert slept >= 0.04 and t0 > 1.7e9  # real time
+        assert c.now < 0.05  # the nap took no virtual time
+
+
+def test_bad_arguments_raise_as_time_sleep_does(cluster):
+    client = Client(cluster, set_as_default=False)
+    with pytest.raises(ValueError, match="non-negative"):
+        client.submit(bad_sleep, -1).result()
+    with pytest.raises(TypeError):
+        client.submit(bad_sleep, "1").result()
+    with pytest.raises(TypeError, match="virtual_time"):
+        SimCluster(n_workers=1, virtual_time="yes")
+
+
+def test_the_time_module_is_restored_when_the_last_cluster_closes():
+    real = vt._REAL["sleep"]
+    a = SimCluster(n_workers=1, durations=0.0, virtual_time=True)
+    b = SimCluster(n_workers=1, durations=0.0, virtual_time=True)
+    assert time.sleep is not real
+    a.close()
+    assert time.sleep is not real  # b still open
+    b.close()
+    assert time.sleep is real and time.monotonic is vt._REAL["monotonic"]
+    c = SimCluster(n_workers=1, durations=0.0, virtual_time=True)
+    del c  # dropped unclosed: restored too
+    import gc
+
+    gc.collect()
+    assert time.sleep is real
+
+
+def test_completion_order_follows_the_virtual_sleeps(cluster):
+    client = Client(cluster, set_as_default=False)
+    futures = client.map(stamped_nap, [5, 1, 3], pure=False)
+    order = [futures.index(f) for f in as_completed(futures)]
+    # two one-thread workers: the 1 s nap ends at t=1, the 3 s one then runs there and ends at
+    # t=4, before the 5 s nap that started at t=0
+    assert order == [1, 2, 0]
+
+
+_PROGRAM = """
+import time
+from twofold import Client
+from twofold.sim import SimCluster
+def nap(i):
+    time.sleep(i % 3 + 0.5)
+    return time.time(), time.monotonic(), {str(i): i}
+c = SimCluster(n_workers=3, threads_per_worker=2, seed=7, virtual_time=True)
+client = Client(c)
+out = client.gather(client.map(nap, range(30)))
+print(repr([round(t, 9) for t, m, d in out]), c.now, c.digest())
+"""
+
+
+def test_same_program_same_seed_same_run_in_fresh_processes_under_any_hash_seed():
+    outs = set()
+    for hashseed in ("0", "1", "12345"):
+        env = {"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin"}
+        done = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        outs.add(done.stdout)
+    assert len(outs) == 1
