@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import weakref
 from dataclasses import fields as dc_fields
 from typing import Any, Mapping
@@ -150,8 +151,9 @@ class SimCluster:
         gcpolicy.hold()
         self._release_gc = weakref.finalize(self, gcpolicy.release)
         if virtual_time:
-            virtual_time_module.hold()
-            self._release_time = weakref.finalize(self, virtual_time_module.release)
+            thread = threading.get_ident()
+            token = virtual_time_module.hold(self._sim, thread)
+            self._release_time = weakref.finalize(self, virtual_time_module.release, token, thread)
         else:
             self._release_time = _nothing
 

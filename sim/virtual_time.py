@@ -1,23 +1,29 @@
-"""Tasks on the simulation's clock: ``time.sleep``, ``time.time``, ``time.monotonic`` inside tasks.
+"""The program on the simulation's clock: ``time.sleep``, ``time.time``, ``threading.Event.wait``, ...
 
 While a :class:`~twofold.sim.SimCluster` made with ``virtual_time=True``
 is open (off by default for now: a task that busy-waits on
 ``time.monotonic()`` would never see time pass, since virtual time moves
-only between events; a policy for that comes before the default flips), the ``time`` module's ``sleep``, ``time``, ``monotonic``,
-``perf_counter`` (and their ``_ns`` forms) are replaced by dispatchers.
-Called from a task (or an actor method) running on the simulator, which is
-a greenlet the simulation runs, they read and advance virtual time:
+only between events; a policy for that comes before the default flips),
+the ``time`` module's ``sleep``, ``time``, ``monotonic``,
+``perf_counter`` (and their ``_ns`` forms) are replaced by dispatchers.  Called from a task (or an actor method)
+running on the simulator, which is a greenlet the simulation runs, or from
+the thread that made the cluster (the client's), they read and advance
+virtual time:
 
-* ``time.sleep(s)`` suspends the task for ``s`` virtual seconds while the
-  simulation goes on (other tasks run, messages move); the task's virtual
-  duration is what it slept plus its modelled duration;
+* ``time.sleep(s)`` in a task suspends it for ``s`` virtual seconds while
+  the simulation goes on (its virtual duration is what it slept plus its
+  modelled duration); in the client's thread it runs the simulation
+  forward by ``s`` (done callbacks fire on the way, at their instants);
 * ``time.monotonic()`` and ``time.perf_counter()`` are the virtual clock;
   ``time.time()`` is ``epoch + clock`` (``SimCluster(epoch=...)``, fixed, so
   runs repeat).
 
-Everywhere else (the user's thread outside tasks, pytest's threads, a
-thread a task starts, any other code) they are the real functions: the
-dispatch is one ``getcurrent()`` and one attribute read.  Names bound
+Everywhere else (other threads: pytest's, a thread a task starts, a
+logging thread) they are the real functions: the dispatch is one
+``getcurrent()``, one attribute read and one dict lookup.  Not virtual
+yet: ``threading.Event.wait``/``Condition.wait``/``queue.Queue.get``
+timeouts (the threading module waits on them itself, ``Thread.start``
+included, for events real threads set: they need a rule of their own).  Names bound
 before the cluster opened (``from time import sleep``) keep the real
 function; C code (``datetime.now()``) is real time.  The originals are put
 back when the last such cluster closes (or is dropped).
@@ -26,7 +32,10 @@ back when the last such cluster closes (or is dropped).
 from __future__ import annotations
 
 import time as _time
+import weakref
 from typing import Any
+
+from threading import get_ident
 
 from greenlet import getcurrent
 
@@ -43,31 +52,56 @@ _real_perf_counter_ns = _REAL["perf_counter_ns"]
 
 #: how many open clusters want the patch
 _holders = 0
+#: thread id -> weak references to the open simulations with virtual time that thread
+#: made (the last one wins; weak, so that a cluster dropped unclosed is collected)
+_owners: dict[int, list] = {}
 
 
 def _sim_here() -> Any:
-    """The simulation whose task runs on this greenlet (virtual time on), else None."""
+    """The simulation whose task runs on this greenlet, or that this thread made (with
+    virtual time on, still open), else None."""
     task = getattr(getcurrent(), "twofold_task", None)
-    if task is None:
-        return None
-    sim = task[0].sim
-    return sim if sim.virtual_time and not sim.closed else None
+    if task is not None:
+        sim = task[0].sim
+        return sim if sim.virtual_time and not sim.closed else None
+    sims = _owners.get(get_ident())
+    if sims:
+        sim = sims[-1][1]()
+        return None if sim is None or sim.closed else sim
+    return None
+
+
+def _seconds(seconds: Any, what: str) -> float:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise TypeError(f"'{type(seconds).__name__}' object cannot be interpreted as {what}")
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    return float(seconds)
 
 
 def sleep(seconds: float) -> None:
     sim = _sim_here()
     if sim is None:
         return _real_sleep(seconds)
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise TypeError(f"'{type(seconds).__name__}' object cannot be interpreted as a number of seconds")
-    if seconds < 0:
-        raise ValueError("sleep length must be non-negative")
-    sim.clock.run_until(_never, float(seconds))
+    seconds = _seconds(seconds, "a number of seconds")
+    clock = sim.clock
+    if clock.in_task:
+        clock.run_until(_never, seconds)  # suspends this task until then
+        return None
+    # the client's thread: run the simulation up to then (an event there, so that a
+    # cluster with nothing else to do simply reaches it)
+    target = clock.now + seconds
+    clock.at(target, _nothing)
+    clock.run_until(lambda: clock.now >= target)
     return None
 
 
 def _never() -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass
 
 
 def time() -> float:
@@ -104,19 +138,30 @@ _PATCH = {"sleep": sleep, "time": time, "monotonic": monotonic, "perf_counter": 
           "monotonic_ns": monotonic_ns, "perf_counter_ns": perf_counter_ns}  # fmt: skip
 
 
-def hold() -> None:
-    """A cluster with virtual time opened: patch the time module (the first one)."""
+def hold(sim: Any, thread: int) -> object:
+    """A cluster with virtual time opened in ``thread``: patch (the first one); the token
+    to :func:`release` it with (the finalizer of an unclosed cluster holds no reference to it)."""
     global _holders
     _holders += 1
+    token = object()
+    _owners.setdefault(thread, []).append((token, weakref.ref(sim)))
     if _holders == 1:
         for name, fn in _PATCH.items():
             setattr(_time, name, fn)
+    return token
 
 
-def release() -> None:
-    """That cluster closed (or was dropped): restore the time module (the last one)."""
+def release(token: object, thread: int) -> None:
+    """That cluster closed (or was dropped): restore the originals (the last one)."""
     global _holders
-    _holders = max(0, _holders - 1)
+    sims = _owners.get(thread, [])
+    mine = next((entry for entry in sims if entry[0] is token), None)
+    if mine is not None:
+        sims.remove(mine)
+        _holders = max(0, _holders - 1)
+        if not sims:
+            _owners.pop(thread, None)
     if _holders == 0:
         for name, fn in _REAL.items():
             setattr(_time, name, fn)
+
