@@ -143,6 +143,9 @@ class SimActors:
                 value = missing_attribute(type(instance).__name__, key, name)
         finally:
             me.twofold_task = None
+        debt = getattr(me, "twofold_debt", 0.0)  # virtual time: what its clock reads cost it
+        if debt:
+            me.twofold_debt = 0.0
         if not self._current():
             return
         qualified = f"{type(instance).__name__}.{name}"
@@ -150,6 +153,7 @@ class SimActors:
         if duration is None:
             info = TaskInfo(qualified, qualified, qualified, host.address)
             duration = sim.durations.value(info, sim.default_duration)
+        duration += debt
         if host.slow:
             duration *= host._slowdown()
         clock = sim.clock

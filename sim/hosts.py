@@ -422,6 +422,9 @@ class WorkerHost:
             error = exc
         finally:
             me.twofold_task = None
+        debt = getattr(me, "twofold_debt", 0.0)  # virtual time: what its clock reads cost it
+        if debt:
+            me.twofold_debt = 0.0
         if incarnation != self.incarnation:
             return
         constant = sim.constant_duration
@@ -431,6 +434,7 @@ class WorkerHost:
         else:
             info = None  # built later only if the size model needs it
             duration = constant
+        duration += debt
         if self.slow:
             duration *= self._slowdown()
         clock = sim.clock

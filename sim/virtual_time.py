@@ -1,9 +1,8 @@
 """The program on the simulation's clock: ``time.sleep``, ``time.time``, ``threading.Event.wait``, ...
 
 While a :class:`~twofold.sim.SimCluster` made with ``virtual_time=True``
-is open (off by default for now: a task that busy-waits on
-``time.monotonic()`` would never see time pass, since virtual time moves
-only between events; a policy for that comes before the default flips),
+is open (off by default for now: code that times itself with
+``time.monotonic()`` next to an open cluster would measure virtual seconds),
 the ``time`` module's ``sleep``, ``time``, ``monotonic``,
 ``perf_counter`` (and their ``_ns`` forms) are replaced by dispatchers.  Called from a task (or an actor method)
 running on the simulator, which is a greenlet the simulation runs, or from
@@ -57,6 +56,11 @@ _holders = 0
 _owners: dict[int, list] = {}
 
 
+#: what one read of the clock costs a task, in virtual seconds: a task that busy-waits on
+#: the clock sees time pass, and is charged for it (see ``clock_debt``)
+READ_COST = 1e-6
+
+
 def _sim_here() -> Any:
     """The simulation whose task runs on this greenlet, or that this thread made (with
     virtual time on, still open), else None."""
@@ -69,6 +73,39 @@ def _sim_here() -> Any:
         sim = sims[-1][1]()
         return None if sim is None or sim.closed else sim
     return None
+
+
+def _now() -> float | None:
+    """Virtual now here, or None where time is real.
+
+    In a task each read costs :data:`READ_COST`, owed by the task (its greenlet's
+    ``twofold_debt``) and paid at its next sleep or when it returns (the driver
+    adds it to the task's duration): so ``while time.monotonic() < end: ...``
+    ends after ``end`` virtual seconds of reads, deterministically."""
+    g = getcurrent()
+    task = getattr(g, "twofold_task", None)
+    if task is not None:
+        sim = task[0].sim
+        if not sim.virtual_time or sim.closed:
+            return None
+        debt = getattr(g, "twofold_debt", 0.0) + READ_COST
+        g.twofold_debt = debt
+        return sim.clock.now + debt
+    sims = _owners.get(get_ident())
+    if sims:
+        sim = sims[-1][1]()
+        if sim is not None and not sim.closed:
+            return sim.clock.now
+    return None
+
+
+def clock_debt() -> float:
+    """Take the clock-read debt of the task on this greenlet (the driver adds it to the task's duration)."""
+    g = getcurrent()
+    debt = getattr(g, "twofold_debt", 0.0)
+    if debt:
+        g.twofold_debt = 0.0
+    return debt
 
 
 def _seconds(seconds: Any, what: str) -> float:
@@ -86,7 +123,7 @@ def sleep(seconds: float) -> None:
     seconds = _seconds(seconds, "a number of seconds")
     clock = sim.clock
     if clock.in_task:
-        clock.run_until(_never, seconds)  # suspends this task until then
+        clock.run_until(_never, seconds + clock_debt())  # suspends this task until then (reads paid)
         return None
     # the client's thread: run the simulation up to then (an event there, so that a
     # cluster with nothing else to do simply reaches it)
@@ -105,33 +142,38 @@ def _nothing() -> None:
 
 
 def time() -> float:
-    sim = _sim_here()
-    return _real_time() if sim is None else sim.epoch + sim.clock.now
+    now = _now()
+    return _real_time() if now is None else _epoch_here() + now
 
 
 def monotonic() -> float:
-    sim = _sim_here()
-    return _real_monotonic() if sim is None else sim.clock.now
+    now = _now()
+    return _real_monotonic() if now is None else now
 
 
 def perf_counter() -> float:
-    sim = _sim_here()
-    return _real_perf_counter() if sim is None else sim.clock.now
+    now = _now()
+    return _real_perf_counter() if now is None else now
 
 
 def time_ns() -> int:
-    sim = _sim_here()
-    return _real_time_ns() if sim is None else round((sim.epoch + sim.clock.now) * 1e9)
+    now = _now()
+    return _real_time_ns() if now is None else round((_epoch_here() + now) * 1e9)
 
 
 def monotonic_ns() -> int:
-    sim = _sim_here()
-    return _real_monotonic_ns() if sim is None else round(sim.clock.now * 1e9)
+    now = _now()
+    return _real_monotonic_ns() if now is None else round(now * 1e9)
 
 
 def perf_counter_ns() -> int:
+    now = _now()
+    return _real_perf_counter_ns() if now is None else round(now * 1e9)
+
+
+def _epoch_here() -> float:
     sim = _sim_here()
-    return _real_perf_counter_ns() if sim is None else round(sim.clock.now * 1e9)
+    return sim.epoch if sim is not None else 0.0
 
 
 _PATCH = {"sleep": sleep, "time": time, "monotonic": monotonic, "perf_counter": perf_counter, "time_ns": time_ns,

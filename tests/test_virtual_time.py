@@ -44,6 +44,15 @@ def real_thread_time():
     return out[0]
 
 
+def busy_wait(seconds):
+    """Spins on the clock, as CPU-bound code with a deadline does."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
 def bad_sleep(x):
     time.sleep(x)
 
@@ -64,15 +73,24 @@ def test_a_task_sleeps_on_virtual_time_and_overlapping_tasks_overlap(cluster):
     # two one-thread workers: two naps start together, the next two when those end
     assert starts[0] == pytest.approx(starts[1], abs=1e-6)
     assert starts[2] == pytest.approx(starts[0] + 10, abs=0.01)
-    assert all(r[2] == pytest.approx(10.0) for r in runs)  # monotonic inside the task
-    assert all(r[1] - r[0] == pytest.approx(10.0) for r in runs)  # time.time inside the task
+    assert all(r[2] == pytest.approx(10.0, abs=1e-4) for r in runs)  # monotonic inside the task
+    assert all(r[1] - r[0] == pytest.approx(10.0, abs=1e-4) for r in runs)  # time.time inside the task
     assert cluster.now == pytest.approx(20.0, abs=0.05)
+
+
+def test_a_task_that_busy_waits_on_the_clock_ends_and_is_charged_for_it(cluster):
+    client = Client(cluster, set_as_default=False)
+    wall = vt._REAL["perf_counter"]()
+    n = client.submit(busy_wait, 0.2, pure=False).result()
+    assert n == pytest.approx(0.2 / vt.READ_COST, rel=0.01)  # each read costs READ_COST virtual seconds
+    assert cluster.now == pytest.approx(0.2, abs=0.01)  # the spin is in the task's virtual duration
+    assert vt._REAL["perf_counter"]() - wall < 10.0
 
 
 def test_perf_counter_and_ns_forms_are_virtual_in_tasks(cluster):
     client = Client(cluster, set_as_default=False)
     elapsed, ms = client.submit(perf_elapsed, 2.5).result()
-    assert elapsed == pytest.approx(2.5)
+    assert elapsed == pytest.approx(2.5, abs=1e-4)  # (plus the reads' READ_COST)
     assert ms == pytest.approx(cluster.now * 1000, abs=50)
 
 
