@@ -42,7 +42,6 @@ load average at start and end is printed with the table).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -59,7 +58,9 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_vs_dask import LibResult, compare, describe, fmt_run, fmt_value, fresh_salt, machine_info, progress  # noqa: E402
+from bench_vs_dask import (  # noqa: E402
+    LibResult, compare, describe, fmt_run, fmt_value, fresh_salt, machine_info, parse_run_options, progress,
+)
 
 LIBS = ("twofold", "dask")
 SHAPES = {"processes": True, "threads": False}
@@ -302,26 +303,8 @@ def print_table(shape: str, results: dict[str, LibResult], sizes: Sizes, repeat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=LIBS, help="run one library only")
-    parser.add_argument("--shape", choices=(*SHAPES, "both"), default="both", help="cluster shape(s) (default both)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per figure, median reported (default 3; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: a tenth of the sizes")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds before one run of a workload counts as hung (default 600; 120 with --quick)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
-    if repeat < 1:
-        parser.error("--repeat must be >= 1")
-    timeout = args.timeout if args.timeout is not None else (120.0 if args.quick else 600.0)
-    sizes = QUICK if args.quick else FULL
-    libs = [args.only] if args.only else list(LIBS)
-    shapes = list(SHAPES) if args.shape == "both" else [args.shape]
-
-    # worker processes (both libraries) must import _bench_tasks by name
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(HERE) + (os.pathsep + path if path else "")
+    opts = parse_run_options(argv, __doc__, QUICK, FULL, SHAPES)
+    args, repeat, timeout, sizes, libs, shapes = opts.args, opts.repeat, opts.timeout, opts.sizes, opts.libs, opts.shapes
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
     meta = machine_info()

@@ -654,10 +654,26 @@ def machine_info() -> dict:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass(frozen=True)
+class RunOptions:
+    """The command line shared by the benchmarks against dask (this one and ``bench_async.py``)."""
+
+    args: argparse.Namespace
+    repeat: int
+    timeout: float
+    sizes: Any
+    libs: list[str]
+    shapes: list[str]
+
+
+def parse_run_options(argv: list[str] | None, description: str | None, quick: Any, full: Any,
+                      shapes: Any = None) -> RunOptions:  # fmt: skip
+    """Parse ``--only/--shape/--repeat/--quick/--timeout/--json``; set ``PYTHONPATH`` so that
+    worker processes (both libraries) import ``_bench_tasks`` by name."""
+    shapes = SHAPES if shapes is None else shapes
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=LIBS, help="run one library only")
-    parser.add_argument("--shape", choices=(*SHAPES, "both"), default="both", help="cluster shape(s) (default both)")
+    parser.add_argument("--shape", choices=(*shapes, "both"), default="both", help="cluster shape(s) (default both)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure, median reported (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a tenth of the sizes")
     parser.add_argument("--timeout", type=float, default=None,
@@ -668,13 +684,15 @@ def main(argv: list[str] | None = None) -> int:
     if repeat < 1:
         parser.error("--repeat must be >= 1")
     timeout = args.timeout if args.timeout is not None else (120.0 if args.quick else 600.0)
-    sizes = QUICK if args.quick else FULL
-    libs = [args.only] if args.only else list(LIBS)
-    shapes = list(SHAPES) if args.shape == "both" else [args.shape]
-
-    # worker processes (both libraries) must import _bench_tasks by name
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(HERE) + (os.pathsep + path if path else "")
+    return RunOptions(args, repeat, timeout, quick if args.quick else full, [args.only] if args.only else list(LIBS),
+                      list(shapes) if args.shape == "both" else [args.shape])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_run_options(argv, __doc__, QUICK, FULL)
+    args, repeat, timeout, sizes, libs, shapes = opts.args, opts.repeat, opts.timeout, opts.sizes, opts.libs, opts.shapes
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     # dask logs warnings (unresponsive event loop, GC time) on a loaded machine; keep errors
