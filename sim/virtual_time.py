@@ -190,6 +190,7 @@ def hold(sim: Any, thread: int) -> object:
     if _holders == 1:
         for name, fn in _PATCH.items():
             setattr(_time, name, fn)
+        _keep_asyncio_real(True)
     return token
 
 
@@ -206,4 +207,27 @@ def release(token: object, thread: int) -> None:
     if _holders == 0:
         for name, fn in _REAL.items():
             setattr(_time, name, fn)
+        _keep_asyncio_real(False)
+
+
+_loop_time: Any = None
+
+
+def _keep_asyncio_real(on: bool) -> None:
+    """A plain asyncio loop keeps the real clock: ``BaseEventLoop.time`` reads
+    ``time.monotonic()``, and its timers and ``select`` timeouts are real waits
+    (``twofold.sim.run``'s loop has a virtual clock of its own)."""
+    global _loop_time
+    from asyncio import base_events
+
+    if on:
+        _loop_time = base_events.BaseEventLoop.__dict__.get("time")
+        base_events.BaseEventLoop.time = _real_loop_time
+    elif _loop_time is not None:
+        base_events.BaseEventLoop.time = _loop_time
+        _loop_time = None
+
+
+def _real_loop_time(self: Any) -> float:
+    return _real_monotonic()
 

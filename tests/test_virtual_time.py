@@ -154,6 +154,27 @@ def test_timeouts_of_twofold_calls_are_virtual_seconds(cluster):
     assert vt._REAL["perf_counter"]() - wall < 5.0
 
 
+def test_a_plain_asyncio_loop_keeps_real_time_next_to_a_virtual_cluster(cluster):
+    import asyncio
+
+    async def nap():
+        t0 = vt._REAL["monotonic"]()
+        await asyncio.sleep(0.05)
+        return vt._REAL["monotonic"]() - t0, asyncio.get_running_loop().time()
+
+    slept, loop_time = asyncio.run(asyncio.wait_for(nap(), 10))
+    assert 0.04 <= slept < 5 and abs(loop_time - vt._REAL["monotonic"]()) < 5
+
+    async def with_client():  # an async client there: its awaits run the simulation inline
+        client = await Client(cluster, asynchronous=True, set_as_default=False)
+        value = await client.submit(stamped_nap, 3, pure=False)
+        await client.close()
+        return value
+
+    assert asyncio.run(with_client())[2] == pytest.approx(3.0, abs=1e-3)
+    assert cluster.now == pytest.approx(3.0, abs=0.05)
+
+
 def test_off_by_default():
     with SimCluster(n_workers=1, durations=0.0) as c:
         _, _, slept = Client(c, set_as_default=False).submit(stamped_nap, 0.02).result()
@@ -189,6 +210,9 @@ def test_the_time_module_is_restored_when_the_last_cluster_closes():
     assert time.sleep is not real  # b still open
     b.close()
     assert time.sleep is real and time.monotonic is vt._REAL["monotonic"]
+    from asyncio import base_events
+
+    assert base_events.BaseEventLoop.time is not vt._real_loop_time  # asyncio's own clock given back
     c = SimCluster(n_workers=1, durations=0.0, virtual_time=True)
     del c  # dropped unclosed: restored too
     import gc
