@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import pickle
+import sys
 import threading
 import time
 import uuid
@@ -37,6 +38,17 @@ from twofold.runtime.tracebacks import rebuild
 from twofold.serialize import SerializationError, nbytes_of
 
 logger = logging.getLogger("twofold.runtime.client")
+
+
+def _real_clock() -> Any:
+    """``time.monotonic`` as it was before any SimCluster put the time module on virtual
+    time (``twofold.sim.virtual_time``): a real cluster's client keeps real seconds even in
+    a thread that also drives a simulation."""
+    vt = sys.modules.get("twofold.sim.virtual_time")
+    return vt._REAL["monotonic"] if vt is not None else time.monotonic
+
+
+_monotonic = _real_clock()
 
 #: how often dropped futures' releases are sent when the client is otherwise idle
 _IDLE_FLUSH = 0.5
@@ -108,7 +120,7 @@ class RuntimeBackend(Backend):
         return f"{self._token_prefix}{next(self._tokens):016x}"
 
     def now(self) -> float:
-        return time.monotonic()
+        return _monotonic()
 
     # -- messages ------------------------------------------------------------------
 
@@ -235,7 +247,7 @@ class RuntimeBackend(Backend):
         if loops.in_loop_thread(self._loop):
             raise RuntimeError("cannot block on the event loop's thread (e.g. in a done-callback): "
                                "call result() from a regular thread")  # fmt: skip
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
             while True:
                 if predicate():
@@ -245,7 +257,7 @@ class RuntimeBackend(Backend):
                 if deadline is None:
                     self._cond.wait()
                 else:
-                    remaining = deadline - time.monotonic()
+                    remaining = deadline - _monotonic()
                     if remaining <= 0:
                         return False
                     self._cond.wait(remaining)

@@ -53,6 +53,10 @@ def busy_wait(seconds):
     return n
 
 
+def real_nap(seconds):
+    vt._REAL["sleep"](seconds)
+
+
 def bad_sleep(x):
     time.sleep(x)
 
@@ -252,3 +256,22 @@ def test_same_program_same_seed_same_run_in_fresh_processes_under_any_hash_seed(
         assert done.returncode == 0, done.stderr
         outs.add(done.stdout)
     assert len(outs) == 1
+
+
+def test_a_real_clusters_client_keeps_real_seconds_next_to_a_virtual_cluster(cluster):
+    from twofold import LocalCluster
+    from twofold.errors import TimeoutError as TwofoldTimeoutError
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as real:
+        client = Client(real, set_as_default=False)
+        try:
+            assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+            f = client.submit(real_nap, 5)
+            t0 = vt._REAL["monotonic"]()
+            with pytest.raises(TwofoldTimeoutError):
+                f.result(timeout=0.2)  # real seconds: neither at once nor after the task
+            assert 0.15 <= vt._REAL["monotonic"]() - t0 < 4
+            client.cancel(f)
+        finally:
+            client.close()
+    assert cluster.now == 0.0  # nothing of that moved the simulation
