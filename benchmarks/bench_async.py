@@ -59,7 +59,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_vs_dask import (  # noqa: E402
-    LibResult, compare, describe, fmt_run, fmt_value, fresh_salt, machine_info, parse_run_options, progress,
+    LibResult, compare, describe, fmt_run, fmt_value, fresh_salt, machine_info, parse_run_options, print_header,
+    progress,
 )
 
 LIBS = ("twofold", "dask")
@@ -318,14 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - started
     meta["versions"] = {lib: r.version for shape in all_results.values() for lib, r in shape.items() if r.version}
 
-    print()
-    print(f"async clients: twofold vs dask.distributed, {N_WORKERS} workers x 1 thread; wall-clock medians of "
-          f"{repeat} run(s){' (--quick sizes)' if args.quick else ''}")
-    print(f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items()) or '-'}; python {meta['python']}; "
-          f"git {meta.get('git', '?')}")
-    print(f"machine: {meta['cpus']} CPUs, shared with other work; load average "
-          f"{meta['loadavg_start'][0]:.2f} at start, {meta['loadavg_end'][0]:.2f} at end; "
-          f"{meta['wall_s']:.0f} s in all. Compare within one run.")
+    print_header(f"async clients: twofold vs dask.distributed, {N_WORKERS} workers x 1 thread; wall-clock medians of "
+                 f"{repeat} run(s){' (--quick sizes)' if args.quick else ''}", meta)
     rows = []
     for shape, results in all_results.items():
         rows += print_table(shape, results, sizes, repeat)

@@ -690,6 +690,17 @@ def parse_run_options(argv: list[str] | None, description: str | None, quick: An
                       list(shapes) if args.shape == "both" else [args.shape])  # fmt: skip
 
 
+def print_header(title: str, meta: dict) -> None:
+    """What a results table needs said first: versions, git, the machine's load during the run."""
+    print()
+    print(title)
+    print(f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items()) or '-'}; python {meta['python']}; "
+          f"git {meta.get('git', '?')}")
+    print(f"machine: {meta['cpus']} CPUs, shared with other work; load average "
+          f"{meta['loadavg_start'][0]:.2f} at start, {meta['loadavg_end'][0]:.2f} at end; "
+          f"{meta['wall_s']:.0f} s in all. Compare within one run.")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_run_options(argv, __doc__, QUICK, FULL)
     args, repeat, timeout, sizes, libs, shapes = opts.args, opts.repeat, opts.timeout, opts.sizes, opts.libs, opts.shapes
@@ -714,14 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - started
     meta["versions"] = {lib: res.version for shape in all_results.values() for lib, res in shape.items() if res.version}
 
-    print()
-    print(f"twofold vs dask.distributed, {N_WORKERS} workers x 1 thread; wall-clock medians of {repeat} run(s)"
-          f"{' (--quick sizes)' if args.quick else ''}")
-    print(f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items()) or '-'}; python {meta['python']}; "
-          f"git {meta.get('git', '?')}")
-    print(f"machine: {meta['cpus']} CPUs, shared with other work; load average "
-          f"{meta['loadavg_start'][0]:.2f} at start, {meta['loadavg_end'][0]:.2f} at end; "
-          f"{meta['wall_s']:.0f} s in all. Compare within one run.")
+    print_header(f"twofold vs dask.distributed, {N_WORKERS} workers x 1 thread; wall-clock medians of {repeat} run(s)"
+                 f"{' (--quick sizes)' if args.quick else ''}", meta)
     rows = []
     for shape, results in all_results.items():
         rows += print_table(shape, results, sizes, repeat)

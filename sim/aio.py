@@ -64,7 +64,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, clock: Clock | None = None, outer: asyncio.AbstractEventLoop | None = None):
         super().__init__(_VirtualSelector(self))
-        self._selector._loop = self
         #: the simulation's clock once attached (``twofold_attach``), else None
         self.twofold_clock: Clock | None = None
         #: async waits of clients on this loop (``twofold.client.aio``), tested as the simulation runs

@@ -85,13 +85,10 @@ def wake(client: Client) -> None:
             ready = True
         if not ready:
             continue
-        if getattr(w.loop, "twofold_clock", None) is not None:
-            _set(w.future)  # a virtual-time loop: this thread, inside its select
-        else:
-            try:
-                w.loop.call_soon_threadsafe(_set, w.future)
-            except RuntimeError:  # that loop is closed: nobody is left to wake
-                pass
+        try:  # (waiters of a virtual-time loop are in its own registry: see wait_async)
+            w.loop.call_soon_threadsafe(_set, w.future)
+        except RuntimeError:  # that loop is closed: nobody is left to wake
+            pass
 
 
 async def wait_async(client: Client, predicate: Callable[[], bool], deadline: float | None) -> bool:

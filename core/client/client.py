@@ -272,10 +272,6 @@ class SchedulerInfo:
     address: str
 
 
-#: (kept for the mixins' imports) a question to the scheduler awaiting its reply
-_Request = Request
-
-
 # --------------------------------------------------------------------------
 # Client
 # --------------------------------------------------------------------------
@@ -323,7 +319,6 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
         self._drops: deque[FutureState] = core.drops
         self._requests: dict[str, Request] = core.requests
         self._extra_releases: list[str] = core.extra_releases
-        self._cancelled_keys: dict[str, None] = core.cancelled_keys
         self.name = name or self.id
         self.scheduler = SchedulerInfo(backend.scheduler_address)
         backend.set_receiver(self._receive)

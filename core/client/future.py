@@ -432,20 +432,32 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = ALL_COMPLETED
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED):
         raise ValueError(f"return_when must be 'ALL_COMPLETED' or 'FIRST_COMPLETED', got {return_when!r}")
     groups = by_client(futures)
+    if not groups:
+        return DoneAndNotDoneFutures(set(), set())
+    from twofold.client import ops
+
+    op = _wait_op(futures, groups, timeout, return_when)
     if any(c.asynchronous for c in groups):
-        return _wait_async(futures, groups, timeout, return_when)
+        return ops.drive_async(next(iter(groups)), op)
+    return ops.drive_sync(next(iter(groups)), op)
+
+
+def _wait_op(futures: list[Future], groups: dict, timeout: float | None, return_when: str) -> Any:
+    """:func:`wait` as an operation of ``twofold.client.ops`` (blocked on or awaited)."""
+    from twofold.client.ops import Wait
+
     deadlines = {id(c): c._deadline(timeout) for c in groups}
     if return_when == FIRST_COMPLETED:
         first = any_done([f._state for f in futures])
-        if futures and not first():
+        if not first():
             # one backend drives the wait; the others' receivers still update states
             client = next(iter(groups))
-            if not client._wait(first, deadlines[id(client)]):
+            if not (yield Wait(first, deadlines[id(client)], client)):
                 raise TimeoutError(f"none of {len(futures)} futures finished within {timeout:g} s")
     else:
         for client, group in groups.items():
-            states = [f._state for f in group]
-            if not client._wait(all_done(states), deadlines[id(client)]):
+            ready = all_done([f._state for f in group])
+            if not ready() and not (yield Wait(ready, deadlines[id(client)], client)):
                 left = sum(f._state.status not in DONE for f in futures)
                 raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
     return _split(futures)
@@ -457,23 +469,6 @@ def _split(futures: list[Future]) -> DoneAndNotDoneFutures:
         return DoneAndNotDoneFutures(set(futures), set())
     not_done_set = set(not_done)
     return DoneAndNotDoneFutures({f for f in futures if f not in not_done_set}, not_done_set)
-
-
-async def _wait_async(futures: list[Future], groups: dict, timeout: float | None,
-                      return_when: str) -> DoneAndNotDoneFutures:  # fmt: skip
-    """``await wait(...)``: the same waits as :func:`wait`, awaited (see ``twofold.client.ops``)."""
-    from twofold.client import ops
-
-    if return_when == FIRST_COMPLETED:
-        client = next(iter(groups))
-        if not await client._run_async(ops.wait_first(client, [f._state for f in futures], client._deadline(timeout))):
-            raise TimeoutError(f"none of {len(futures)} futures finished within {timeout:g} s")
-    else:
-        for client, group in groups.items():
-            if not await client._run_async(ops.wait_all(client, [f._state for f in group], client._deadline(timeout))):
-                left = sum(f._state.status not in DONE for f in futures)
-                raise TimeoutError(f"{left} of {len(futures)} futures not done after {timeout:g} s")
-    return _split(futures)
 
 
 # --------------------------------------------------------------------------

@@ -34,9 +34,12 @@ def awaitable(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _force_sync.get() or not _client_of(self).asynchronous:
+        if _force_sync.get():
             return method(self, *args, **kwargs)
-        return _blocking_async(_client_of(self), method, self, args, kwargs)
+        client = _client_of(self)
+        if not client.asynchronous:
+            return method(self, *args, **kwargs)
+        return _blocking_async(client, method, self, args, kwargs)
 
     return wrapper
 

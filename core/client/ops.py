@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-from twofold.client.future import DONE, FAILED, FutureState, all_done, any_done
+from twofold.client.future import DONE, FAILED, FutureState, all_done
 from twofold.errors import ProtocolError, TimeoutError
 from twofold.messages import MissingData, ReleaseKeys, ScatteredKey, UpdateData, WhoHasRequest
 
@@ -40,19 +40,23 @@ Op = Generator[Any, Any, Any]
 
 
 class Wait:
-    """Block until ``predicate()``; False if ``deadline`` (backend seconds) passes first."""
+    """Block until ``predicate()``; False if ``deadline`` (backend seconds) passes first.
 
-    __slots__ = ("predicate", "deadline")
+    ``client``: the client whose backend waits, if not the driving one (``wait()``
+    of futures of several clients)."""
 
-    def __init__(self, predicate: Callable[[], bool], deadline: float | None):
+    __slots__ = ("predicate", "deadline", "client")
+
+    def __init__(self, predicate: Callable[[], bool], deadline: float | None, client: Client | None = None):
         self.predicate = predicate
         self.deadline = deadline
+        self.client = client
 
     def sync(self, client: Client) -> bool:
-        return client._wait(self.predicate, self.deadline)
+        return (self.client or client)._wait(self.predicate, self.deadline)
 
     async def aio(self, client: Client) -> bool:
-        return await client._await(self.predicate, self.deadline)
+        return await (self.client or client)._await(self.predicate, self.deadline)
 
 
 class Fetch:
@@ -253,24 +257,8 @@ def exception(client: Client, st: FutureState, deadline: float | None, timeout: 
 
 
 # --------------------------------------------------------------------------
-# Waiting on many
+# Waiting on a condition
 # --------------------------------------------------------------------------
-
-
-def wait_all(client: Client, states: list[FutureState], deadline: float | None) -> Op:
-    """True once every state is done (False on timeout)."""
-    ready = all_done(states)
-    if ready():
-        return True
-    return (yield Wait(ready, deadline))
-
-
-def wait_first(client: Client, states: list[FutureState], deadline: float | None) -> Op:
-    """True once any state is done (False on timeout)."""
-    first = any_done(states)
-    if not states or first():
-        return True
-    return (yield Wait(first, deadline))
 
 
 def wait_for(predicate: Callable[[], bool], deadline: float | None) -> Op:
