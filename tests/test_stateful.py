@@ -878,3 +878,33 @@ def test_bug_h_rescatter_after_release_loses_the_data():
     _submit(c, [TaskSpec("t-1", b"f", ("s-1",))], ["t-1"])
     c.drain()
     assert c.scheduler.tasks["t-1"].state == "memory"
+
+
+def test_lost_input_of_a_task_running_elsewhere_sends_it_back_to_waiting():
+    """I: at afd9533 a worker's death left a task processing while its input was recomputed.
+
+    ``a`` and ``c`` (which needs ``b``) are in memory on w0; ``b`` (needs
+    ``a``) runs again on w1 for ``e``; ``d`` (needs ``a``) runs on w0.  w0
+    dies: ``a`` is lost, so ``b`` was recommended back to waiting — but ``d``
+    fails (KilledWorker), ``e`` errs with it, and dropping ``e``'s inputs
+    overwrote ``b``'s recommendation with 'released'.  The lost ``c``, still
+    wanted, then needed ``b`` again, so the release was a no-op and ``b``
+    stayed processing on w1 with its input ``a`` not in memory.
+    """
+    c = HandWired(n_workers=2, scheduler_config=SchedulerConfig(allowed_failures=0), validate=True)
+    w0 = ("w0",)
+    _submit(c, [TaskSpec("a", b"f", workers=w0)], ["a"])
+    _submit(c, [TaskSpec("b", b"f", ("a",)), TaskSpec("c", b"f", ("b",), workers=w0)], ["c"])
+    c.drain()
+    assert c.scheduler.tasks["b"].state == "released"  # only c needed it
+    _submit(c, [TaskSpec("d", b"f", ("a",), workers=w0)], ["d"])  # w0's one thread is d's
+    _submit(c, [TaskSpec("e", b"f", ("b", "d"))], ["e"])
+    c.deliver(("scheduler", "w0"))
+    s = c.scheduler
+    assert [s.tasks[k].processing_on.address for k in "bd"] == ["w1", "w0"]
+    c.kill("w0")  # validate=True: the scheduler's invariants hold after the event
+    assert s.tasks["a"].state != "memory" and s.tasks["b"].state == "waiting"
+    assert s.tasks["e"].state == "erred" and s.tasks["d"].state == "erred"
+    c.add_worker("w0")  # the restricted tasks' worker comes back
+    c.drain()
+    assert s.tasks["c"].state == "memory" and s.tasks["a"].state == "memory"

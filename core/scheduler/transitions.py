@@ -40,6 +40,13 @@ def _needed(ts: TaskState) -> bool:
     return bool(ts.who_wants or ts.waiters)
 
 
+def _input_missing(ts: TaskState) -> bool:
+    for dep in ts.dependencies:
+        if dep.state != "memory":
+            return True
+    return False
+
+
 class Transitions:
     """Mixin of :class:`~twofold.scheduler.SchedulerState`: the transition engine."""
 
@@ -137,6 +144,8 @@ class Transitions:
 
     def _ready_released(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
         if _needed(ts):
+            if ts.state == "no-worker" and _input_missing(ts):
+                self._ready_waiting(ts, recs)  # as in _processing_released
             return
         state = ts.state
         if state == "queued":
@@ -168,6 +177,10 @@ class Transitions:
 
     def _processing_released(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
         if _needed(ts):
+            # stale, but it may have overwritten a 'waiting' recommendation (one per
+            # task): a task whose input was lost meanwhile must start over
+            if _input_missing(ts):
+                self._processing_waiting(ts, recs)
             return
         ws = self._unassign(ts, free=True)
         ts.state = "released"
