@@ -98,3 +98,25 @@ _force_sync: ContextVar[bool] = ContextVar("twofold_force_sync", default=False)
 
 def forced_sync() -> bool:
     return _force_sync.get()
+
+
+#: True while a real cluster's client waits (``twofold.runtime``): its timed waits are real
+#: seconds even in a thread that drives a simulation on virtual time (``twofold.sim.virtual_time``)
+_real_time: ContextVar[bool] = ContextVar("twofold_real_time", default=False)
+
+
+class real_time:
+    """``with real_time(): ...``: timed ``Condition``/``Event``/``Queue`` waits in the block
+    are real waits, whatever simulation this thread drives (one instance per ``with``)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _real_time.set(True)
+
+    def __exit__(self, *exc: Any) -> None:
+        _real_time.reset(self._token)
+
+
+def in_real_time() -> bool:
+    return _real_time.get()

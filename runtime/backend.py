@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from twofold.client.backend import Backend, keys_by_worker
 from twofold.client.client import register_address
+from twofold.context import real_time
 from twofold.errors import CommClosedError, error_class
 from twofold.messages import Message, TaskError
 from twofold.runtime import actors, topics
@@ -248,7 +249,7 @@ class RuntimeBackend(Backend):
             raise RuntimeError("cannot block on the event loop's thread (e.g. in a done-callback): "
                                "call result() from a regular thread")  # fmt: skip
         deadline = None if timeout is None else _monotonic() + timeout
-        with self._cond:
+        with self._cond, real_time():
             while True:
                 if predicate():
                     return True

@@ -14,6 +14,8 @@ from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import TimeoutError as ConcurrentTimeoutError
 from typing import Any, Coroutine
 
+from twofold.context import real_time
+
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
@@ -58,7 +60,8 @@ def run_sync(loop: asyncio.AbstractEventLoop, coro: Coroutine, timeout: float | 
         )
     future: ConcurrentFuture = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
-        return future.result(timeout)
+        with real_time():  # real seconds, even in a thread that drives a simulation
+            return future.result(timeout)
     except ConcurrentTimeoutError:  # (the builtin TimeoutError only from Python 3.11)
         future.cancel()
         raise

@@ -51,6 +51,9 @@ class Clock:
         #: bumped by whatever may change a client's state: a message delivered
         #: to a client, task code running (see ``run_until(client_wait=True)``)
         self.touches = 0
+        #: called when only background events are left; True if it woke a wait (see
+        #: ``twofold.sim.virtual_time``: a real thread's notify of a virtual wait)
+        self.idle_hook: Callable[[], bool] | None = None
 
     # -- scheduling ----------------------------------------------------------
 
@@ -118,19 +121,32 @@ class Clock:
                 if client_wait:
                     tested = self.touches
             if not times:
+                idle = self.idle_hook
+                if idle is not None and idle():
+                    if blocked:
+                        self._wake()
+                    continue
                 self._stalled("no events are left")
             when = times[0]
             if deadline is not None and when > deadline:
                 self.now = max(self.now, deadline)
                 return predicate()
-            if self._foreground == 0 and not blocked and deadline is None:
-                # (with a deadline, a wait that cannot succeed simply times out)
-                if quiet_since is None:
-                    quiet_since = self.now
-                elif when - quiet_since > self.stall_grace:
-                    self._stalled(
-                        f"only background events (heartbeats, timers) for {self.stall_grace:g} virtual seconds"
-                    )
+            if self._foreground == 0:
+                idle = self.idle_hook
+                if idle is not None and idle():
+                    # a real thread woke a virtual wait while nothing else could happen
+                    quiet_since = None
+                    if blocked:
+                        self._wake()
+                    continue
+                if deadline is None:
+                    # (with a deadline, a wait that cannot succeed simply times out)
+                    if quiet_since is None:
+                        quiet_since = self.now
+                    elif when - quiet_since > self.stall_grace:
+                        self._stalled(
+                            f"only background events (heartbeats, timers) for {self.stall_grace:g} virtual seconds"
+                        )
             else:
                 quiet_since = None
             bucket = buckets[when]

@@ -17,26 +17,44 @@ virtual time:
   ``time.time()`` is ``epoch + clock`` (``SimCluster(epoch=...)``, fixed, so
   runs repeat).
 
+Waits built on ``threading.Condition`` (``Event.wait``, ``Condition.wait``,
+``Semaphore.acquire``, ``queue.Queue.get``/``put``, ``concurrent.futures``
+results) are virtual too: in a task every one of them (it suspends the task
+until a notify, or its timeout in virtual seconds); in the client's thread the
+timed ones (the simulation runs meanwhile, callbacks fire in it).  Untimed
+waits in the client's thread stay real (``Thread.start`` and friends wait for
+real threads); so does ``Thread.start`` everywhere, and every wait inside
+``twofold.context.real_time()`` (a real cluster's client uses it).  A real
+thread (one a task started) may notify a virtual wait: it wakes after the
+next event, and when only heartbeats are left the simulation gives it
+``REAL_WAIT_GRACE`` real seconds before time moves on — where such a wait
+wakes in virtual time depends on real timing, so a run is exactly repeatable
+only if the threads a task starts are joined.
+
 Everywhere else (other threads: pytest's, a thread a task starts, a
-logging thread) they are the real functions: the dispatch is one
-``getcurrent()``, one attribute read and one dict lookup.  Not virtual
-yet: ``threading.Event.wait``/``Condition.wait``/``queue.Queue.get``
-timeouts (the threading module waits on them itself, ``Thread.start``
-included, for events real threads set: they need a rule of their own).  Names bound
+logging thread) the functions are the real ones: the dispatch is one
+``getcurrent()``, one attribute read and one dict lookup.  Names bound
 before the cluster opened (``from time import sleep``) keep the real
-function; C code (``datetime.now()``) is real time.  The originals are put
-back when the last such cluster closes (or is dropped).
+function; C code (``datetime.now()``), ``Lock.acquire(timeout=)`` and
+``Thread.join(timeout=)`` are real time.  The originals are put back when
+the last such cluster closes (or is dropped).
 """
 
 from __future__ import annotations
 
+import queue as _queue
+import threading as _threading
 import time as _time
 import weakref
+from functools import partial
+from threading import get_ident
 from typing import Any
 
-from threading import get_ident
+from _thread import allocate_lock as _allocate_lock
 
 from greenlet import getcurrent
+
+from twofold.context import in_real_time, real_time
 
 #: the real functions, taken at import (before any patch)
 _REAL = {name: getattr(_time, name) for name in
@@ -176,6 +194,115 @@ def _epoch_here() -> float:
     return sim.epoch if sim is not None else 0.0
 
 
+# -- waits built on threading.Condition -------------------------------------
+
+_real_cond_wait = _threading.Condition.wait
+
+
+def _wait_sim(timeout: Any) -> Any:
+    """The simulation a ``Condition.wait(timeout)`` here waits on, or None for a real wait.
+
+    In a task every wait is virtual (a real one would block the whole simulation,
+    which runs on one thread); in the client's thread only timed ones (an untimed
+    wait there is what ``Thread.start()`` and the like do, for real threads), and
+    not inside ``twofold.context.real_time()`` (a real cluster's client)."""
+    sim = _sim_here()
+    if sim is None or in_real_time():
+        return None
+    if sim.clock.in_task or timeout is not None:
+        return sim
+    return None
+
+
+def condition_wait(self: Any, timeout: float | None = None) -> bool:
+    """``threading.Condition.wait`` on virtual time where :func:`_wait_sim` says so: the
+    lock is released, the simulation runs (a task is suspended meanwhile) until a
+    ``notify()`` or ``timeout`` virtual seconds, and the lock is taken back."""
+    sim = _wait_sim(timeout)
+    if sim is None:
+        return _real_cond_wait(self, timeout)
+    if not self._is_owned():
+        raise RuntimeError("cannot wait on un-acquired lock")
+    if timeout is not None:
+        timeout = max(0.0, float(timeout))
+    clock = sim.clock
+    if clock.in_task:
+        debt = clock_debt()  # the task's clock reads are paid before it waits
+        if debt:
+            clock.run_until(_never, debt)
+    waiter = _allocate_lock()
+    waiter.acquire()
+    self._waiters.append(waiter)
+    _virtual_waiters[waiter] = None
+    clock.idle_hook = _idle
+    if timeout is not None and not clock.in_task:
+        # the client's thread: time reaches the deadline even if nothing else happens
+        clock.at(clock.now + timeout, _nothing, background=True)
+    saved = self._release_save()
+    notified = False
+    try:
+        notified = clock.run_until(partial(_notified, waiter), timeout)
+        return notified
+    finally:
+        _virtual_waiters.pop(waiter, None)
+        _spent.pop(waiter, None)
+        self._acquire_restore(saved)
+        if not notified:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+
+
+#: waiters of virtual Condition waits now under way (their locks are released by notify)
+_virtual_waiters: dict = {}
+#: those whose grace of real waiting ran out (see :func:`_idle`)
+_spent: dict = {}
+
+#: how long (real seconds) a simulation with nothing left to do but virtual waits waits
+#: for a real thread (one a task started) to notify one, before going on in virtual time
+REAL_WAIT_GRACE = 1.0
+
+
+def _notified(waiter: Any) -> bool:
+    return waiter.acquire(False)
+
+
+def _idle() -> bool:
+    """The clock's idle hook (only background events are left): True if a virtual wait can wake.
+
+    A notify from the simulation itself is seen after the event that made it; one from a
+    real thread (a task's own thread pool, say) whenever it comes.  Here, with nothing else
+    to do, the simulation gives such threads :data:`REAL_WAIT_GRACE` real seconds per wait
+    to do so before time moves on (heartbeats) and, eventually, the run is called stalled."""
+    pending = []
+    for w in _virtual_waiters:
+        if not w.locked():
+            return True
+        if w not in _spent:
+            pending.append(w)
+    if not pending or _threading.active_count() < 2:
+        return False
+    end = _real_monotonic() + REAL_WAIT_GRACE
+    while _real_monotonic() < end:
+        _real_sleep(0.0005)
+        for w in pending:
+            if not w.locked():
+                return True
+    for w in pending:
+        _spent[w] = None
+    return False
+
+
+_real_thread_start = _threading.Thread.start
+
+
+def thread_start(self: Any) -> None:
+    """``Thread.start`` waits (untimed) for the new thread to run: a real wait, always."""
+    with real_time():
+        _real_thread_start(self)
+
+
 _PATCH = {"sleep": sleep, "time": time, "monotonic": monotonic, "perf_counter": perf_counter, "time_ns": time_ns,
           "monotonic_ns": monotonic_ns, "perf_counter_ns": perf_counter_ns}  # fmt: skip
 
@@ -190,6 +317,7 @@ def hold(sim: Any, thread: int) -> object:
     if _holders == 1:
         for name, fn in _PATCH.items():
             setattr(_time, name, fn)
+        _patch_waits(True)
         _keep_asyncio_real(True)
     return token
 
@@ -207,7 +335,19 @@ def release(token: object, thread: int) -> None:
     if _holders == 0:
         for name, fn in _REAL.items():
             setattr(_time, name, fn)
+        _patch_waits(False)
         _keep_asyncio_real(False)
+
+
+def _patch_waits(on: bool) -> None:
+    """``Condition.wait`` (under ``Event.wait``, ``Semaphore.acquire``, ``Queue.get``/``put``,
+    ``concurrent.futures``), and the clocks ``threading`` and ``queue`` bound at their import
+    (``from time import monotonic``) to compute what is left of a timeout."""
+    _threading.Condition.wait = condition_wait if on else _real_cond_wait
+    _threading.Thread.start = thread_start if on else _real_thread_start
+    clock = monotonic if on else _real_monotonic
+    _threading._time = clock
+    _queue.time = clock
 
 
 _loop_time: Any = None

@@ -9,6 +9,8 @@ one, and it is restored when the last cluster closes.
 
 from __future__ import annotations
 
+import concurrent.futures
+import queue
 import subprocess
 import sys
 import threading
@@ -59,6 +61,40 @@ def real_nap(seconds):
 
 def bad_sleep(x):
     time.sleep(x)
+
+
+_EVENTS: dict[str, threading.Event] = {}
+_QUEUES: dict[str, "queue.Queue"] = {}
+
+
+def wait_for_event(name, timeout):
+    """Waits (virtually) for an event another task sets; says when it stopped waiting."""
+    got = _EVENTS[name].wait(timeout)
+    return got, time.monotonic()
+
+
+def set_event_after(name, seconds):
+    time.sleep(seconds)
+    _EVENTS[name].set()
+    return time.monotonic()
+
+
+def consume(name, timeout):
+    """Takes one item off a queue another task fills, or says it timed out and when."""
+    try:
+        return _QUEUES[name].get(timeout=timeout), time.monotonic()
+    except queue.Empty:
+        return "empty", time.monotonic()
+
+
+def produce(name, seconds, item):
+    time.sleep(seconds)
+    _QUEUES[name].put(item)
+
+
+def untimed_wait(name):
+    _EVENTS[name].wait()
+    return time.monotonic()
 
 
 @pytest.fixture
@@ -275,3 +311,127 @@ def test_a_real_clusters_client_keeps_real_seconds_next_to_a_virtual_cluster(clu
         finally:
             client.close()
     assert cluster.now == 0.0  # nothing of that moved the simulation
+
+
+def test_an_event_wait_in_a_task_is_virtual_and_another_task_sets_it(cluster):
+    client = Client(cluster, set_as_default=False)
+    _EVENTS["e1"] = threading.Event()
+    waiter = client.submit(wait_for_event, "e1", 100, pure=False)
+    setter = client.submit(set_event_after, "e1", 7, pure=False)
+    wall = vt._REAL["perf_counter"]()
+    got, woke = waiter.result(timeout=200)
+    assert got is True and woke == pytest.approx(setter.result(), abs=1e-3)
+    assert woke == pytest.approx(7.0, abs=0.05)
+    assert vt._REAL["perf_counter"]() - wall < 2.0  # no real second was waited
+
+
+def test_an_event_wait_in_a_task_times_out_on_virtual_time(cluster):
+    client = Client(cluster, set_as_default=False)
+    _EVENTS["e2"] = threading.Event()
+    f = client.submit(wait_for_event, "e2", 40, pure=False)
+    got, woke = f.result(timeout=100)
+    assert got is False and woke == pytest.approx(40.0, abs=0.05)
+
+
+def test_an_untimed_event_wait_in_a_task_suspends_it_until_set(cluster):
+    client = Client(cluster, set_as_default=False)
+    _EVENTS["e3"] = threading.Event()
+    waiter = client.submit(untimed_wait, "e3", pure=False)
+    client.submit(set_event_after, "e3", 3, pure=False)
+    assert waiter.result(timeout=100) == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_queue_between_tasks_is_virtual_both_when_fed_and_when_it_times_out(cluster):
+    client = Client(cluster, set_as_default=False)
+    _QUEUES["q1"] = queue.Queue()
+    fed = client.submit(consume, "q1", 30, pure=False)
+    client.submit(produce, "q1", 12, "item", pure=False)
+    assert fed.result(timeout=100) == ("item", pytest.approx(12.0, abs=0.05))
+    starved = client.submit(consume, "q1", 5, pure=False)
+    item, when = starved.result(timeout=100)
+    assert item == "empty" and when == pytest.approx(cluster.now, abs=0.05)
+    assert when == pytest.approx(17.0, abs=0.1)
+
+
+def test_the_clients_thread_waits_on_an_event_a_done_callback_sets(cluster):
+    """The issue's case: callback sets an Event, the client waits on it with a timeout."""
+    client = Client(cluster, set_as_default=False)
+    done = threading.Event()
+    f = client.submit(stamped_nap, 25, pure=False)
+    f.add_done_callback(lambda fut: done.set())
+    wall = vt._REAL["perf_counter"]()
+    assert done.wait(timeout=60) is True
+    assert cluster.now == pytest.approx(25.0, abs=0.05)
+    assert done.wait(timeout=1)  # set: no time passes
+    assert vt._REAL["perf_counter"]() - wall < 2.0
+
+
+def test_the_clients_timed_waits_that_nothing_ends_time_out_on_virtual_time(cluster):
+    Client(cluster, set_as_default=False)
+    t0 = cluster.now
+    assert threading.Event().wait(timeout=30) is False
+    assert cluster.now == pytest.approx(t0 + 30)
+    with pytest.raises(queue.Empty):
+        queue.Queue().get(timeout=10)
+    assert cluster.now == pytest.approx(t0 + 40)
+    pending = concurrent.futures.Future()
+    with pytest.raises(concurrent.futures.TimeoutError):
+        pending.result(timeout=5)
+    assert cluster.now == pytest.approx(t0 + 45)
+    sem = threading.Semaphore(0)
+    assert sem.acquire(timeout=2) is False
+    assert cluster.now == pytest.approx(t0 + 47)
+
+
+def test_other_threads_and_real_time_blocks_keep_real_waits(cluster):
+    from twofold.context import real_time
+
+    Client(cluster, set_as_default=False)
+    t0 = cluster.now
+    ev = threading.Event()
+    threading.Timer(0.05, ev.set).start()  # a real thread sets it
+    with real_time():
+        assert ev.wait(timeout=10) is True
+    assert cluster.now == t0  # the simulation did not move
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(threading.Event().wait(0.01)))
+    other.start()
+    other.join()  # untimed: real (Thread.start/join wait on events real threads set)
+    assert seen == [False] and cluster.now == t0
+
+
+def test_the_wait_patch_goes_when_the_last_cluster_closes():
+    c = SimCluster(n_workers=1, virtual_time=True)
+    assert threading.Condition.wait is vt.condition_wait
+    c.close()
+    assert threading.Condition.wait is vt._real_cond_wait
+    assert queue.time is vt._REAL["monotonic"]
+
+
+def pooled_square(x):
+    """A task that hands work to a thread pool of its own (real threads) and waits for it."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        timed = pool.submit(pow, x, 2).result(timeout=30)
+        untimed = pool.submit(pow, x, 3).result()
+    return timed, untimed
+
+
+def never_set(name):
+    _EVENTS[name].wait()
+
+
+def test_a_task_waiting_on_its_own_thread_pool_gets_the_result(cluster):
+    client = Client(cluster, set_as_default=False)
+    assert client.submit(pooled_square, 7).result(timeout=100) == (49, 343)
+    assert cluster.now < 30  # the pool's result came, not the virtual timeout
+
+
+def test_a_task_waiting_forever_stalls_the_run_instead_of_hanging(cluster):
+    from twofold.errors import SimulationStalled
+
+    client = Client(cluster, set_as_default=False)
+    _EVENTS["never"] = threading.Event()
+    wall = vt._REAL["perf_counter"]()
+    with pytest.raises(SimulationStalled):
+        client.submit(never_set, "never").result()
+    assert vt._REAL["perf_counter"]() - wall < 20.0

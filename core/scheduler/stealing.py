@@ -71,7 +71,9 @@ class Stealing(Extension):
         interval = state.config.steal_interval
         if interval > 0 and len(state.workers) > 1:
             self.armed = True
-            state._set_timer(state._now + interval, "steal")
+            # background: a tick alone is not progress (a task blocked forever keeps the
+            # timer going; the simulator must still call that run stalled)
+            state._set_timer(state._now + interval, "steal", background=True)
 
     def on_timer(self, token: str, arg: str) -> None:
         self.armed = False
