@@ -31,7 +31,8 @@ class SchedulerConfig:
     #: steal a task only if moving its inputs costs less than this
     #: multiple of its expected duration
     steal_cost_ratio: float = 2.0
-    #: results at most this large ride back to the client with the completion
+    #: the scheduler forwards an inline result to clients only up to this size (a guard:
+    #: what rides inline is the workers' decision, ``WorkerConfig.inline_result_limit``)
     inline_result_limit: int = 64 * 1024
     #: keep this many transitions per key in the story log (0 = off)
     story_length: int = 0
@@ -53,3 +54,15 @@ class WorkerConfig:
     transfer_message_bytes_limit: int = 50_000_000
     #: keep this many transitions per key in the story log (0 = off)
     story_length: int = 0
+    #: results at most this many bytes ride back with the completion (``rides_inline``)
+    inline_result_limit: int = 64 * 1024
+
+    def rides_inline(self, nbytes: int) -> bool:
+        """Does a result of ``nbytes`` travel with its completion (``TaskFinished.inline``)?
+
+        The one rule both drivers follow, so that a simulated ``result()`` of a small
+        value skips the fetch round trip exactly when a real one does: the runtime
+        asks it of the result's measured size and then of its pickle's length, the
+        simulator of the size it measured or modelled.
+        """
+        return nbytes <= self.inline_result_limit

@@ -95,24 +95,28 @@ class FunctionCache:
 # --------------------------------------------------------------------------
 
 
-def describe_result(result: Any, inline_limit: int) -> tuple[int, str, bytes | None]:
-    """``(nbytes, typename, inline pickle or None)`` of a task's result."""
+def describe_result(result: Any, rides_inline: Callable[[int], bool]) -> tuple[int, str, bytes | None]:
+    """``(nbytes, typename, inline pickle or None)`` of a task's result.
+
+    ``rides_inline`` is the worker's rule (``WorkerConfig.rides_inline``, which the
+    simulator follows too), asked of the measured size and then of the pickle's length.
+    """
     typename = type(result).__name__
     n = getattr(result, "nbytes", None)
     if type(n) is int and n >= 0:
-        if n > inline_limit:
+        if not rides_inline(n):
             return n, typename, None
         try:
             inline = dumps_small(result)
         except Exception:
             return n, typename, None
-        return n, typename, inline if len(inline) <= inline_limit else None
+        return n, typename, inline if rides_inline(len(inline)) else None
     try:
         header, frames = serialize.dumps(result)
     except serialize.SerializationError:
         return serialize.nbytes_of(result), typename, None
     nbytes = serialize.frames_nbytes(frames)
-    if nbytes > inline_limit:
+    if not rides_inline(nbytes):
         return nbytes, typename, None
     if header["serializer"] == "raw":
         return nbytes, typename, pickle.dumps(result, protocol=5)

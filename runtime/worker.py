@@ -31,7 +31,7 @@ from typing import Any
 
 from twofold import messages as M
 from twofold.client.spec import substitute
-from twofold.config import SchedulerConfig, WorkerConfig
+from twofold.config import WorkerConfig
 from twofold.errors import CommClosedError, ProtocolError
 from twofold.runtime import execution, logs, profiler, topics
 from twofold.runtime.actors import WorkerActors
@@ -53,8 +53,6 @@ from twofold.runtime.rpc import ConnectionPool
 from twofold.worker import WorkerState
 
 logger = logging.getLogger("twofold.runtime.worker")
-
-_INLINE_LIMIT = SchedulerConfig().inline_result_limit
 
 #: workers running in this process, by address: data moves between them (and to a
 #: client on the same loop) as the objects themselves, as dask's threads-only clusters do
@@ -105,6 +103,8 @@ class WorkerServer:
         self._ssl_client = ssl_client
         self._heartbeat_interval = heartbeat_interval
         self._config = config
+        #: which results ride back with their completion (the rule the simulator follows too)
+        self._rides_inline = (config or WorkerConfig()).rides_inline
         self._connect_timeout = connect_timeout
         #: a SchedulerServer on this process's loop (LocalCluster(processes=False)): talk to it in-process
         self._scheduler_server = scheduler_server
@@ -354,7 +354,7 @@ class WorkerServer:
             if actor:  # the instance stays here; the key's data is its handle
                 result = self.actors.born(key, result)
             stop = time.monotonic()
-            nbytes, typename, inline = execution.describe_result(result, _INLINE_LIMIT)
+            nbytes, typename, inline = execution.describe_result(result, self._rides_inline)
             return key, True, result, nbytes, typename, inline, start, stop
         except BaseException as exc:  # the user's error, reported to the scheduler
             stop = time.monotonic()

@@ -91,11 +91,10 @@ class SimActors:
         """The process died: what it accepted fails when the connection breaks (one latency)."""
         self.instances = {}
         queues, self._queues = self._queues, {}
-        clock = self.host.sim.clock
-        when = clock.now + self.host.sim.network.latency
+        sim = self.host.sim
         for queue in queues.values():
-            for entry in queue:
-                clock.at(when, entry[-1], why)
+            for entry in queue:  # (src, ..., lost): each caller notices its own broken connection
+                sim.clock.at(sim.network.noticed(self.host.address, entry[0]), entry[-1], why)
 
     def _current(self) -> bool:
         host = self.host
@@ -184,6 +183,14 @@ class SimActors:
             sim.network.send(host.address, src, MESSAGE_OVERHEAD, lost, gone,
                              on_fail=lambda: lost("the worker died before its reply arrived"))  # fmt: skip
             return
-        size = MESSAGE_OVERHEAD + (measure_nbytes(value) if ok else 0)
+        wire = getattr(sim, "wire", None)
+        if wire is not None:  # serialize=True: the reply as the caller loads it (or why it cannot)
+            try:
+                value, nbytes = wire.copy(value)
+            except Exception as exc:
+                ok, value, nbytes = False, exc, 0
+            size = MESSAGE_OVERHEAD + (nbytes if ok else 0)
+        else:
+            size = MESSAGE_OVERHEAD + (measure_nbytes(value) if ok else 0)
         sim.network.send(host.address, src, size, settle, ok, value,
                          on_fail=lambda: lost("the worker died before its reply arrived"))  # fmt: skip

@@ -31,6 +31,8 @@ class SimBackend(Backend):
         self._id = client_id
         self._receiver: Callable[[Message], None] | None = None
         self._closed = False
+        #: SimCluster(serialize=True): the pickle round trips (``twofold.sim.wire``), else None
+        self.wire = getattr(sim, "wire", None)
         sim.clients[client_id] = self
         if node is not None:
             # a task's client lives in its worker's process: it dies and is cut off with it
@@ -46,7 +48,7 @@ class SimBackend(Backend):
         sim = self.sim
         clock = sim.clock
         sim.dead.add(self._id)
-        clock.at(clock.now + sim.network.latency, sim.scheduler.handle,
+        clock.at(sim.network.noticed(self._id, sim.scheduler_address), sim.scheduler.handle,
                  RemoveClient(clock.now, f"{self._id}-lost", self._id))
 
     # -- identity and time -------------------------------------------------------
@@ -96,6 +98,8 @@ class SimBackend(Backend):
     # -- user objects ------------------------------------------------------------
 
     def dump_task(self, func: Callable, args: tuple, kwargs: dict) -> bytes:
+        if self.wire is not None:  # the real run spec: its bytes cross the network
+            return self.wire.encode_task(func, args, kwargs)
         return self.sim.put_object((func, args, kwargs))
 
     def load_error(self, error: TaskError) -> BaseException:
@@ -104,6 +108,8 @@ class SimBackend(Backend):
         return error_class(error.typename)(error.message)
 
     def dump_value(self, obj: Any) -> bytes:
+        if self.wire is not None:  # what the far end would load
+            obj = self.wire.copy(obj)[0]
         return self.sim.put_object(obj)
 
     def run(self, workers: Sequence[str], function: bytes, wait: bool = True) -> dict[str, tuple[bool, Any]]:
@@ -205,14 +211,24 @@ class SimBackend(Backend):
                 sim.network.send(self._id, holder, MESSAGE_OVERHEAD, serve, host, group,
                                  on_fail=lambda h=holder, g=group: failed(h, g))
 
+        unsendable: dict[str, str] = {}  # serialize=True: key -> why its holder could not send it
+
         def serve(host: Any, group: list[str]) -> None:
             found = {key: host.store[key] for key in group if key in host.store}
+            errors = None
+            if self.wire is not None:
+                found, errors = host.ship(found)
             size = MESSAGE_OVERHEAD + sum(host.sizes.get(key, 0) for key in found)
-            sim.network.send(host.address, self._id, size, arrived, host.address, group, found,
+            sim.network.send(host.address, self._id, size, arrived, host.address, group, found, errors,
                              on_fail=lambda: failed(host.address, group))
 
-        def arrived(holder: str, group: list[str], found: dict) -> None:
+        def arrived(holder: str, group: list[str], found: dict, errors: dict | None) -> None:
             data.update(found)
+            if errors:  # there, but it cannot come: no use asking another holder (the runtime's way)
+                unsendable.update(errors)
+                for key in errors:
+                    outstanding.pop(key, None)
+                group = [key for key in group if key not in errors]
             lacking = [key for key in group if key not in found]
             for key in found:
                 outstanding.pop(key, None)
@@ -226,6 +242,11 @@ class SimBackend(Backend):
 
         ask(list(outstanding))
         sim.clock.run_until(lambda: not outstanding)
+        errors = {key: why for key, why in unsendable.items() if key not in data}
+        if errors:
+            from twofold.sim.wire import fetch_error
+
+            raise fetch_error(errors)
         for key in data:
             missing.pop(key, None)
         return data, missing
@@ -237,7 +258,12 @@ class SimBackend(Backend):
         free_seqs: Mapping[str, int] | None = None,
     ) -> dict[str, tuple[int, str]]:
         sim = self.sim
-        info = {key: (measure_nbytes(obj), type(obj).__name__) for key, obj in data.items()}
+        if self.wire is not None:  # the copies the workers load; sizes from the real bytes
+            shipped = {key: self.wire.ship(obj) for key, obj in data.items()}
+            info = {key: (shipped[key][1], type(obj).__name__) for key, obj in data.items()}
+            data = {key: shipped[key][0] for key in data}
+        else:
+            info = {key: (measure_nbytes(obj), type(obj).__name__) for key, obj in data.items()}
         by_worker = keys_by_worker(placement)
         waiting = set(by_worker)
         failures: list[str] = []
@@ -288,7 +314,11 @@ class SimBackend(Backend):
         if host is None:
             clock.soon(lost, "no such worker")
             return
-        size = MESSAGE_OVERHEAD + actors.payload_size(args, kwargs)
+        if self.wire is not None:  # the arguments as the worker loads them, sized from their pickle
+            (args, kwargs), nbytes = self.wire.copy((args, kwargs))
+            size = MESSAGE_OVERHEAD + nbytes
+        else:
+            size = MESSAGE_OVERHEAD + actors.payload_size(args, kwargs)
         sim.network.send(self._id, worker, size, actors.deliver, host, self._id, key, kind, name, args, kwargs,
                          settle, lost, on_fail=lambda: lost("its worker is gone or unreachable"))  # fmt: skip
 

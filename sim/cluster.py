@@ -59,6 +59,10 @@ def _config(cls: type, given: Any, defaults: dict) -> Any:
 class SimCluster:
     """A simulated cluster: a scheduler and ``n_workers`` workers in virtual time.
 
+    ``serialize=True`` makes every argument, result and scattered value take the
+    pickle round trip a real cluster makes (``twofold.sim.wire``): what cannot be
+    pickled fails as it would in production, and sizes come from the real bytes.
+
     While it is open, the process's garbage collector runs with relaxed
     thresholds (young collections every 500,000 allocations instead of 700:
     see ``twofold.sim.gcpolicy``); ``close()`` restores them.
@@ -89,6 +93,7 @@ class SimCluster:
         name: str | None = None,
         virtual_time: bool = False,
         epoch: float = DEFAULT_EPOCH,
+        serialize: bool = False,
     ) -> None:
         if not isinstance(n_workers, int) or n_workers < 0:
             raise ValueError(f"n_workers must be an int >= 0, got {n_workers!r}")
@@ -98,6 +103,8 @@ class SimCluster:
             raise TypeError(f"seed must be an int, got {seed!r}")
         if not isinstance(virtual_time, bool):
             raise TypeError(f"virtual_time= must be True or False, got {virtual_time!r}")
+        if not isinstance(serialize, bool):
+            raise TypeError(f"serialize= must be True or False, got {serialize!r}")
         if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
             raise TypeError(f"epoch= must be seconds since 1970 (a number), got {epoch!r}")
         self.name = name or f"cluster-{next(_names)}"
@@ -122,6 +129,12 @@ class SimCluster:
             scheduler_address=self.scheduler_address,
         )
         self._sim.cluster = self
+        #: serialize=True: arguments and results make the pickle round trip (see twofold.sim.wire)
+        self._sim.wire = None
+        if serialize:
+            from twofold.sim.wire import Wire
+
+            self._sim.wire = Wire()
         #: time.sleep/time/monotonic/perf_counter inside tasks are virtual (see twofold.sim.virtual_time)
         self._sim.virtual_time = virtual_time
         self._sim.epoch = float(epoch)

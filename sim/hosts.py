@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
 
+from twofold.client.actor import Actor
 from twofold.client.spec import substitute
 from twofold.messages import (
     AddWorker,
@@ -29,7 +30,6 @@ from twofold.messages import (
     GatherDeps,
     GatherFailure,
     GatherSuccess,
-    MissingData,
     RejoinGranted,
     RemoveWorker,
     TaskError,
@@ -63,26 +63,32 @@ def run_coroutine(coro: Any) -> Any:
 
 
 def message_size(msg: Any) -> int:
+    """Bytes on the wire: the overhead, plus a run spec's bytes or an inline result's size."""
     spec = getattr(msg, "run_spec", None)
-    return MESSAGE_OVERHEAD + (len(spec) if spec else 0)
+    if spec:
+        return MESSAGE_OVERHEAD + len(spec)
+    if getattr(msg, "inline", None) is not None:
+        return MESSAGE_OVERHEAD + msg.nbytes
+    return MESSAGE_OVERHEAD
 
 
 _setattr = object.__setattr__  # restamp(msg, now), inlined on the hot paths
 
-#: per output class, how SchedulerHost.route treats it: (kind, has run_spec);
+#: per output class, how SchedulerHost.route treats it: (kind, sized: 1 counts its run_spec,
+#: 2 its inline result);
 #: kind -1: for this driver, 0: a timer, 1: close a worker, 2: to the worker it names, 3: to the client it names
-_ROUTES: dict[type, tuple[int, bool]] = {}
+_ROUTES: dict[type, tuple[int, int]] = {}
 
 
 _KINDS = {"driver": -1, "timer": 0, "close": 1, "worker": 2, "client": 3}
 
 
-def _route_of(cls: type) -> tuple[int, bool]:
+def _route_of(cls: type) -> tuple[int, int]:
     """From the class's own declaration (``destination``, see ``twofold.messages.message``)."""
     kind = _KINDS.get(cls.destination)
     if kind is None:
         raise TypeError(f"the scheduler output {cls.__name__} declares no destination (to=...)")
-    route = _ROUTES[cls] = (kind, hasattr(cls, "run_spec"))
+    route = _ROUTES[cls] = (kind, 1 if hasattr(cls, "run_spec") else 2 if hasattr(cls, "inline") else 0)
     return route
 
 
@@ -108,11 +114,11 @@ class SchedulerHost:
         sim = self.sim
         network = sim.network
         clock = sim.clock
-        # Network.post's plain case (no link dead, cut, overridden, slowed or
-        # delayed) is inlined below: same arithmetic, so the same arrival times
-        plain = not (sim.dead or network.partitions or network.overrides or network.slow_links
-                     or network.delay_probability)
-        last_on = network._last
+        # Network.post with its liveness check hoisted: nothing is dead or cut (the usual case)
+        # -> only the arrival arithmetic (Network.arrival, the one copy of it) per message
+        plain = not (sim.dead or network.partitions)
+        arrival = network.arrival
+        post = network.post
         schedule = clock.schedule
         workers = sim.workers
         address = self.address
@@ -121,9 +127,11 @@ class SchedulerHost:
             cls = type(out)
             kind, sized = routes.get(cls) or _route_of(cls)
             if kind >= 2:
-                if sized:
+                if sized == 1:
                     spec = out.run_spec
                     size = MESSAGE_OVERHEAD + (len(spec) if spec else 0)
+                elif sized:  # a result riding along: its bytes (the reference stands for them)
+                    size = MESSAGE_OVERHEAD + (out.nbytes if out.inline is not None else 0)
                 else:
                     size = MESSAGE_OVERHEAD
                 worker = out.worker if kind == 2 else None
@@ -139,16 +147,9 @@ class SchedulerHost:
                         continue
                     deliver, args = endpoint.receive, (out,)
                 if plain:
-                    when = clock.now + network.latency + size / network.bandwidth
-                    link = (address, dst)
-                    last = last_on.get(link, 0.0)
-                    if when < last:
-                        when = last
-                    last_on[link] = when
-                    network.bytes_moved += size
-                    schedule(when, deliver, args)
+                    schedule(arrival(address, dst, size), deliver, args)
                 else:
-                    network.post(address, dst, size, deliver, args)
+                    post(address, dst, size, deliver, args)
             elif kind == 0:
                 background = out.background or out.token.startswith("ttl:")
                 clock.at(out.at, self._fire, out.token, background=background)
@@ -236,6 +237,12 @@ class WorkerHost:
         self.alive = True
         sim.dead.discard(self.address)
         self.state = WorkerState(self.address, self.nthreads, self.resources, sim.worker_config)
+        #: which results ride back with their completion (the runtime's rule: ``WorkerConfig``)
+        self.rides_inline = sim.worker_config.rides_inline
+        #: SimCluster(serialize=True): the pickle round trips (``twofold.sim.wire``), else None
+        self.wire = getattr(sim, "wire", None)
+        #: the reference every ``None`` result rides inline with (one, not one per task)
+        self.none_ref = sim.put_object(None)
         self.store = {}
         self.sizes = {}
         self.slots = [None] * self.nthreads
@@ -268,7 +275,7 @@ class WorkerHost:
         sched = sim.scheduler
         clock = sim.clock
         clock.at(
-            clock.now + sim.network.latency,
+            sim.network.noticed(self.address, sim.scheduler_address),
             sched.handle,
             RemoveWorker(clock.now, self.sid("lost"), self.address, f"connection lost ({reason})"),
         )
@@ -344,7 +351,8 @@ class WorkerHost:
             if cls is Execute:
                 self._execute(out)
             elif cls is TaskFinished:  # sim.to_scheduler(self.address, out), inlined: once per task
-                sim.network.post(self.address, sim.scheduler_address, MESSAGE_OVERHEAD, sim.scheduler.handle, (out,))
+                size = MESSAGE_OVERHEAD if out.inline is None else MESSAGE_OVERHEAD + out.nbytes
+                sim.network.post(self.address, sim.scheduler_address, size, sim.scheduler.handle, (out,))
             elif cls is GatherDeps:
                 self._gather(out)
             elif cls is DeleteData:
@@ -366,7 +374,8 @@ class WorkerHost:
             self._execute_actor(ex)
             return
         sim = self.sim
-        func, args, kwargs = sim.objects[ex.run_spec]
+        wire = self.wire
+        func, args, kwargs = sim.objects[ex.run_spec] if wire is None else wire.decode_task(ex.run_spec)
         if ex.dependencies:
             data = {key: self.store[key] for key in ex.dependencies}
             args = substitute(args, data)
@@ -382,7 +391,8 @@ class WorkerHost:
 
     def _execute_actor(self, ex: Execute) -> None:
         """``_execute`` for a task that makes an actor, or takes actors as inputs (handles)."""
-        func, args, kwargs = self.sim.objects[ex.run_spec]
+        wire = self.wire
+        func, args, kwargs = self.sim.objects[ex.run_spec] if wire is None else wire.decode_task(ex.run_spec)
         data = {key: self.store[key] for key in ex.dependencies}
         if ex.actor_deps:
             data.update(self.actors.handles(ex.actor_deps))
@@ -459,21 +469,49 @@ class WorkerHost:
             self.slots[slot] = None
         sim.trace.task_stop(self.address, slot, key, start, now, error is None)
         if error is None:
-            if sim.sizes is None:
-                nbytes = _NONE_NBYTES if result is None else measure_nbytes(result)
+            if self.wire is not None and type(result) is not Actor:
+                nbytes, inline = self._wire_result(key, func, info, result)
             else:
-                if info is None:
-                    info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
-                nbytes = sim.result_size(info, result)
+                if sim.sizes is None:
+                    nbytes = _NONE_NBYTES if result is None else measure_nbytes(result)
+                else:
+                    if info is None:
+                        info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
+                    nbytes = sim.result_size(info, result)
+                # small results ride back with the completion, by the runtime's rule
+                # (a reference into the registry stands for their bytes)
+                if not self.rides_inline(nbytes):
+                    inline = None
+                elif result is None:
+                    inline = self.none_ref
+                else:
+                    inline = sim.put_object(result)
             self.store[key] = result
             self.sizes[key] = nbytes
             self._sid += 1  # self.sid("done"), inlined
             self.handle(ExecuteSuccess.build(now, f"{self.address}-done-{self._sid}", key, nbytes,
-                                             type(result).__name__, start, now))
+                                             type(result).__name__, start, now, inline))
         else:
             text = "".join(tb_module.format_exception(type(error), error, error.__traceback__))
-            err = TaskError(type(error).__name__, str(error), sim.put_object(error), None, text)
+            typename, message = type(error).__name__, str(error)
+            if self.wire is not None:
+                error = self.wire.exception(error)
+            ref = None if error is None else sim.put_object(error)
+            err = TaskError(typename, message, ref, None, text)
             self.handle(ExecuteFailure(now, self.sid("erred"), key, err, start, now))
+
+    def _wire_result(self, key: str, func: Any, info: TaskInfo | None, result: Any) -> tuple[int, bytes | None]:
+        """``(nbytes, inline reference)`` of a result under ``serialize=True``: measured and
+        pickled as the runtime's worker does; a size model, if it names the task, still rules."""
+        sim = self.sim
+        nbytes, copy, rides = self.wire.result(result, self.rides_inline)
+        if sim.sizes is not None:
+            if info is None:
+                info = TaskInfo(key, key_prefix(key), function_name(func), self.address)
+            if sim.sizes.lookup(info) is not None:
+                nbytes = int(sim.sizes.value(info, 0.0))
+                rides = rides and self.rides_inline(nbytes)
+        return nbytes, (sim.put_object(copy) if rides else None)
 
     # -- data ------------------------------------------------------------------
 
@@ -496,8 +534,12 @@ class WorkerHost:
         """A peer asks for data: send what we hold."""
         sim = self.sim
         data = {key: self.store[key] for key in keys if key in self.store}
-        sizes = {key: self.sizes[key] for key in data}
         missing = tuple(key for key in keys if key not in data)
+        if self.wire is not None:
+            # copies, as a peer unpickles them; what cannot be pickled does not go (nor is
+            # it missing: the runtime's peer leaves it out of its reply the same way)
+            data = self.ship(data)[0]
+        sizes = {key: self.sizes[key] for key in data}
         total = sum(sizes.values())
 
         def failed() -> None:
@@ -506,6 +548,24 @@ class WorkerHost:
 
         sim.network.send(self.address, requester.address, MESSAGE_OVERHEAD + total, requester.gathered,
                          incarnation, self.address, data, sizes, missing, asked, on_fail=failed)
+
+    def ship(self, found: dict) -> tuple[dict, dict[str, str]]:
+        """``serialize=True``: what of ``found`` leaves this worker, as copies (actor
+        handles as they are), and why the rest cannot (see ``Wire.ship_all``)."""
+        plain = {key: obj for key, obj in found.items() if type(obj) is Actor}
+        copies, _, errors = self.wire.ship_all({k: v for k, v in found.items() if k not in plain})
+        if plain:
+            copies.update(plain)
+            copies = {key: copies[key] for key in found if key in copies}  # in the order asked
+        for key, why in errors.items():
+            self._warn_unsendable(key, why)
+        return copies, errors
+
+    def _warn_unsendable(self, key: str, why: str) -> None:
+        import logging
+
+        logging.getLogger("twofold.sim").warning("worker %s cannot serialize the result of %r: %s",
+                                                  self.address, key, why)  # fmt: skip
 
     def gathered(self, incarnation: int, peer: str, data: dict, sizes: dict, missing: tuple, asked: float) -> None:
         if incarnation != self.incarnation:
@@ -536,14 +596,15 @@ class WorkerHost:
             self.sim.clock.touches += 1  # a client wait looks again
 
     def lose_data(self) -> None:
-        """Fault: the data store is wiped while the process lives on."""
+        """Fault: the data store is wiped while the process lives on.
+
+        The driver only wipes it; what to do about it (refetch, forget, tell the
+        scheduler) is the machine's answer to ``DataLost``.
+        """
         if not self.alive:
             return
-        sim = self.sim
-        keys = tuple(key for key, ts in self.state.tasks.items() if ts.state == "memory")
+        keys = tuple(self.store)
         self.store = {}
         self.sizes = {}
         self.actors.forget(tuple(self.actors.instances))
-        self.handle(DataLost(sim.clock.now, self.sid("lost"), keys))
-        for key in keys:
-            sim.to_scheduler(self.address, MissingData(sim.clock.now, self.sid("lost"), self.address, key, self.address))
+        self.handle(DataLost(self.sim.clock.now, self.sid("lost"), keys))

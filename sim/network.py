@@ -67,22 +67,43 @@ class Network:
                     return True
         return False
 
-    def transit_time(self, src: str, dst: str, nbytes: int) -> float:
+    def arrival(self, src: str, dst: str, nbytes: int) -> float:
+        """When a message of ``nbytes`` sent now from ``src`` arrives at ``dst``.
+
+        The one place the simulator's network arithmetic lives: the link's
+        latency + size / bandwidth, times any slow-down, plus any chaos delay,
+        and never before the link's previous arrival (links keep order).
+        It books the arrival (the link's last, the bytes moved): call it once
+        per message actually sent.
+        """
+        clock = self.sim.clock
         if self.overrides:
-            pair = frozenset((src, dst))
-            latency, bandwidth = self.overrides.get(pair, (self.latency, self.bandwidth))
+            latency, bandwidth = self.overrides.get(frozenset((src, dst)), (self.latency, self.bandwidth))
         else:
             latency, bandwidth = self.latency, self.bandwidth
         t = latency + nbytes / bandwidth
         if self.slow_links:
-            now = self.sim.clock.now
+            now = clock.now
             pair = frozenset((src, dst))
             for p, factor, start, end in self.slow_links:
                 if p == pair and start <= now < end:
                     t *= factor
         if self.delay_probability and self.sim.rng.random() < self.delay_probability:
             t += self.sim.rng.random() * self.max_delay
-        return t
+        when = clock.now + t
+        link = (src, dst)
+        last = self._last.get(link, 0.0)
+        if when < last:
+            when = last
+        self._last[link] = when
+        self.bytes_moved += nbytes
+        return when
+
+    def noticed(self, src: str, dst: str) -> float:
+        """When ``dst`` notices that ``src`` broke their connection (its process died): one
+        latency of that link from now (no payload, no slow-down, nothing booked on the link)."""
+        latency = self.overrides.get(frozenset((src, dst)), (self.latency,))[0] if self.overrides else self.latency
+        return self.sim.clock.now + latency
 
     def post(self, src: str, dst: str, nbytes: int, deliver: Callable[..., Any], args: tuple) -> None:
         """:meth:`send` for control messages on the hot path: no loss callback,
@@ -90,18 +111,7 @@ class Network:
         sim = self.sim
         if (sim.dead or self.partitions) and self.is_down(src, dst):
             return
-        clock = sim.clock
-        if self.overrides or self.slow_links or self.delay_probability:
-            when = clock.now + self.transit_time(src, dst, nbytes)
-        else:
-            when = clock.now + self.latency + nbytes / self.bandwidth
-        link = (src, dst)
-        last = self._last.get(link, 0.0)
-        if when < last:
-            when = last
-        self._last[link] = when
-        self.bytes_moved += nbytes
-        clock.schedule(when, deliver, args)
+        sim.clock.schedule(self.arrival(src, dst, nbytes), deliver, args)
 
     def send(
         self,
@@ -122,16 +132,7 @@ class Network:
             if on_fail is not None:
                 clock.at(clock.now + self.connect_timeout, on_fail)
             return
-        link = (src, dst)
-        if self.overrides or self.slow_links or self.delay_probability:
-            when = clock.now + self.transit_time(src, dst, nbytes)
-        else:
-            when = clock.now + self.latency + nbytes / self.bandwidth
-        last = self._last.get(link, 0.0)
-        if when < last:
-            when = last
-        self._last[link] = when
-        self.bytes_moved += nbytes
+        when = self.arrival(src, dst, nbytes)
         if on_fail is None:
             # nobody to tell of a loss: deliver straight away (a host that died in
             # the meantime ignores it; a partition cuts only what is sent after it).

@@ -4,9 +4,10 @@ Every cluster here runs with ``validate=True`` (scheduler and worker invariants
 are checked after every simulated event).  Times are computed from the hop
 structure: a message takes ``latency`` + ``bytes / bandwidth`` (a 200-byte
 control message at 1 GB/s adds 2e-7 s, so hop counts are compared with an
-absolute tolerance of 1e-5 s).  Every result fetch that does not ride inline
-costs 4 hops: client->scheduler (who_has), scheduler->client, client->worker,
-worker->client.
+absolute tolerance of 1e-5 s).  A small result rides back with its completion
+(``WorkerConfig.rides_inline``, as on the runtime) and costs no more hops; every
+result fetch that does not ride inline costs 4 hops: client->scheduler
+(who_has), scheduler->client, client->worker, worker->client.
 """
 
 from __future__ import annotations
@@ -98,9 +99,9 @@ def test_two_one_second_tasks_on_one_thread_exact_times():
         assert recs[0]["stop"] == approx(1 + hops(2))
         assert recs[1]["start"] == approx(1 + hops(2))
         assert recs[1]["stop"] == approx(2 + hops(2))
-        # fetching both results: who_has round trip + one fetch round trip (one holder)
+        # both results rode back with their completions: nothing to fetch
         assert client.gather([a, b]) == [2, 3]
-        assert cluster.now == approx(2 + hops(8))
+        assert cluster.now == approx(2 + hops(4))
 
 
 def test_dependency_on_same_worker_exact_time():
@@ -108,9 +109,9 @@ def test_dependency_on_same_worker_exact_time():
     with Client(cluster) as client:
         a = client.submit(inc, 1)
         b = client.submit(add, a, 10)
-        # a: c->s->w, 0.5, w->s ; b: s->w, 0.5, w->s->c
+        # a: c->s->w, 0.5, w->s ; b: s->w, 0.5, w->s->c (its result inline: no fetch)
         assert b.result() == 12
-        assert cluster.now == approx(1.0 + hops(6) + hops(4))
+        assert cluster.now == approx(1.0 + hops(6))
         assert a.done() and a.status == "finished"
 
 
@@ -1076,12 +1077,12 @@ def test_get_client_in_a_task_with_secede_and_rejoin():
         assert len(children) == 4
         [parent] = task_records(cluster, key="parent")
         # children: sent by the worker's client (2 hops after the parent starts), 4 x 0.5 s;
-        # their completions reach the worker's client (2 hops), the gather fetches (4 hops),
-        # the parent rejoins at once and is charged its own 0.5 s when it returns
+        # their completions reach the worker's client (2 hops) with their results inline, the
+        # parent rejoins at once and is charged its own 0.5 s when it returns
         assert parent["start"] == approx(hops(2))
         assert min(r["start"] for r in children) == approx(hops(4))
-        assert parent["stop"] == approx(hops(4) + 2.0 + hops(6) + 0.5)
-        assert cluster.now == approx(parent["stop"] + hops(6))
+        assert parent["stop"] == approx(hops(4) + 2.0 + hops(2) + 0.5)
+        assert cluster.now == approx(parent["stop"] + hops(2))
         # the children ran one after the other on the single thread while the parent was seceded
         assert all(parent["start"] <= r["start"] and r["stop"] <= parent["stop"] for r in children)
         ordered = sorted(children, key=lambda r: r["start"])
@@ -1154,7 +1155,7 @@ def test_durations_callable():
         a = client.submit(inc, 1)
         b = client.submit(add, a, 1)
         assert b.result() == 3
-        assert cluster.now == approx(1.5 + hops(10))
+        assert cluster.now == approx(1.5 + hops(6))
 
 
 @pytest.mark.parametrize("dist", [Uniform(0.5, 1.5), Exponential(1.0)])
@@ -1248,5 +1249,5 @@ def test_network_links_override_client_and_scheduler_hops():
         # client->scheduler 0.1, scheduler->worker 0.01, 1 s, and back the same way
         assert cluster.now == approx(0.1 + 0.01 + 1 + 0.01 + 0.1)
         assert f.result() == 2
-        # who_has round trip over the slow client link, fetch over the default one
-        assert cluster.now == approx(1.22 + 0.2 + 2 * L)
+        # the small result rode back with the completion: no who_has, no fetch
+        assert cluster.now == approx(1.22)

@@ -4,8 +4,9 @@ Exact makespans are derived by hand from the network model (``latency +
 bytes / bandwidth`` per message, see sim/network.py) and the message flow
 of one dependency hop:
 
-* control hop: the worker reports ``ExecuteSuccess`` to the scheduler
-  (``latency + MESSAGE_OVERHEAD / bandwidth``), the scheduler sends the next
+* control hop: the worker reports ``TaskFinished`` to the scheduler, the
+  result riding along as it is small (``WorkerConfig.rides_inline``, as on the
+  runtime: ``latency + (MESSAGE_OVERHEAD + nbytes) / bandwidth``), the scheduler sends the next
   ``Execute`` (``latency + (MESSAGE_OVERHEAD + ref) / bandwidth``, where
   ``ref`` is the task's object reference, a few bytes);
 * data hop (input held by another worker): the worker asks the holder
@@ -46,7 +47,7 @@ from twofold.sim.workloads import (
 )
 
 L, B, NB = 0.01, 1e6, 10_000  # latency (s), bandwidth (B/s), result size (B): every term is visible
-CONTROL = 2 * L + 2 * MESSAGE_OVERHEAD / B
+CONTROL = 2 * L + (2 * MESSAGE_OVERHEAD + NB) / B  # NB rides inline with the completion
 FETCH = 2 * L + (2 * MESSAGE_OVERHEAD + NB) / B
 REF = 3 / B  # an Execute message's object reference: at most this much per hop
 

@@ -11,6 +11,7 @@ from twofold.config import WorkerConfig
 from twofold.messages import (
     AddReplicas,
     ComputeTask,
+    DataLost,
     DeleteData,
     Execute,
     ExecuteFailure,
@@ -85,6 +86,10 @@ class W:
 
     def gather_failed(self, peer, keys):
         return self.send(GatherFailure, peer, tuple(keys))
+
+    def lost(self, *keys):
+        """The driver's store lost ``keys`` (``DataLost``)."""
+        return self.send(DataLost, keys)
 
     # -- expected outputs
     def execute(self, key, deps=(), actor=False, actor_deps=()):

@@ -35,6 +35,7 @@ from twofold.messages import (
     GatherSuccess,
     LongRunning,
     Message,
+    MissingData,
     RefreshWhoHas,
     Rejoin,
     RejoinGranted,
@@ -573,11 +574,16 @@ class WorkerState(Transfers):
             self._put_in_memory(ts, nbytes)
 
     def _on_data_lost(self, ev: DataLost) -> None:
-        """The store lost these keys: stop claiming them; refetch what is still needed here."""
+        """The store lost these keys (the process lives on): refetch what is still needed
+        here, forget the rest, and tell the scheduler we no longer hold any of them
+        (one ``MissingData`` each, naming ourselves: it drops us as a holder and has
+        the key recomputed, or tells us of other holders, ``RefreshWhoHas``)."""
+        lost = []
         for key in ev.keys:
             ts = self.tasks.get(key)
             if ts is None or ts.state != "memory":
-                continue
+                continue  # not ours to report: the scheduler never heard we held it
+            lost.append(key)
             ts.unowned = False
             if self._needed_locally(ts):
                 self._set(ts, "released")
@@ -587,9 +593,12 @@ class WorkerState(Transfers):
                         self._set(dts, "waiting")
                     if dts.state == "waiting":
                         dts.waiting_on[ts] = None
-                self._want_fetch(ts, report=True, errant=self.address)
+                self._want_fetch(ts)  # (reported below, with the rest)
             else:
                 self._forget(ts)
+        address = self.address
+        for key in lost:
+            self._outs.append(MissingData(self._now, self._sid, address, key, address))
 
     def _on_acquire_replicas(self, ev: AcquireReplicas) -> None:
         for key, holders in ev.who_has.items():
