@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from typing import Any
 
 from twofold.config import SchedulerConfig
@@ -49,8 +50,50 @@ def parse_memory(value: Any) -> int | None:
     raise ValueError(f"memory_limit {value!r} is not a size like 4e9, '4GB' or '512MiB'")
 
 
+def local_shape(n_workers: Any, threads_per_worker: Any, processes: bool) -> tuple[int, int]:
+    """(workers, threads each) of a LocalCluster on this machine, the unset ones from its cores.
+
+    Shared with the simulate switch (``twofold.sim.simulate``), so that a
+    simulated ``LocalCluster()`` has the shape the real one would have here.
+    """
+    cores = os.cpu_count() or 1
+    if n_workers is None:
+        n_workers = cores if processes else 1
+        if threads_per_worker is not None and processes:
+            n_workers = max(1, cores // threads_per_worker)
+    if threads_per_worker is None:
+        threads_per_worker = 1 if processes else max(1, cores // max(1, n_workers))
+    for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{label} must be an int, got {value!r}")
+    if n_workers < 0 or threads_per_worker < 1:
+        raise ValueError(f"need n_workers >= 0 and threads_per_worker >= 1, got {n_workers}, {threads_per_worker}")
+    return n_workers, threads_per_worker
+
+
+def _simulating() -> bool:
+    """Is the simulate switch on?  Cheap when it is off: the simulator is imported only if asked for."""
+    switch = sys.modules.get("twofold.sim.simulate")
+    if switch is not None:
+        return switch.active() is not None
+    return bool(os.environ.get("TWOFOLD_SIMULATE", "").strip())
+
+
 class LocalCluster:
-    """A scheduler (this process) and ``n_workers`` workers on this machine."""
+    """A scheduler (this process) and ``n_workers`` workers on this machine.
+
+    While the simulate switch is on (``TWOFOLD_SIMULATE=SEED`` or ``pytest
+    --twofold-simulate=SEED``: see ``twofold.sim.simulate``),
+    ``LocalCluster(...)`` returns a simulated cluster of the same shape
+    instead (subclasses stay real: their own code would be skipped).
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is LocalCluster and _simulating():
+            from twofold.sim.simulate import local_cluster
+
+            return local_cluster(*args, **kwargs)  # not a LocalCluster: Python skips __init__
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -69,18 +112,7 @@ class LocalCluster:
         name: str = "local",
         dashboard_address: Any = ":8787",
     ):
-        cores = os.cpu_count() or 1
-        if n_workers is None:
-            n_workers = cores if processes else 1
-            if threads_per_worker is not None and processes:
-                n_workers = max(1, cores // threads_per_worker)
-        if threads_per_worker is None:
-            threads_per_worker = 1 if processes else max(1, cores // max(1, n_workers))
-        for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{label} must be an int, got {value!r}")
-        if n_workers < 0 or threads_per_worker < 1:
-            raise ValueError(f"need n_workers >= 0 and threads_per_worker >= 1, got {n_workers}, {threads_per_worker}")
+        n_workers, threads_per_worker = local_shape(n_workers, threads_per_worker, processes)
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
         self.processes = processes

@@ -126,6 +126,9 @@ def _connect(address: Any, client: Client, kwargs: dict) -> Backend:
 
         security = kwargs.get("security")
         cluster = LocalCluster(**kwargs)
+        if not isinstance(cluster, LocalCluster):
+            # the simulate switch is on (twofold.sim.simulate): a simulated cluster, which this client owns
+            return cluster._connect_owned(client)
         try:
             backend = RuntimeBackend(cluster.scheduler_address, security=security or cluster.security, cluster=cluster,
                                      owns_cluster=True, timeout=client.timeout)  # fmt: skip
