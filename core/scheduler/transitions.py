@@ -128,8 +128,9 @@ class Transitions:
         elif ts.state == "queued":
             self.queued.remove(ts)
         if (
-            not ts.dependencies and ts.workers is None and ts.resources is None and not ts.actor  # is_root
-            and self._queuing and not self.room
+            # is_root (or any unrestricted task, without greedy transfer)
+            (not ts.dependencies or self._withhold_all) and ts.workers is None and ts.resources is None
+            and not ts.actor and self._queuing and not self.room
         ):
             ts.state = "queued"
             self.queued.push(ts, ts.queue_key)
