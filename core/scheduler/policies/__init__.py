@@ -9,10 +9,25 @@ information models) and the policies twofold ships, one module each.
 """
 
 from twofold.scheduler.policies.base import Binding, Policy
+from twofold.scheduler.policies.blevel import BLevel
 from twofold.scheduler.policies.default import Default
+from twofold.scheduler.policies.heft import HEFT
 from twofold.scheduler.policies.info import Estimates, Given, InfoModel
+from twofold.scheduler.policies.list_scheduling import ListScheduler
+from twofold.scheduler.policies.mcp import MCP
+from twofold.scheduler.policies.random_choice import Random
+from twofold.scheduler.policies.round_robin import RoundRobin
+from twofold.scheduler.policies.single import Single
+from twofold.scheduler.policies.tlevel import TLevel
 from twofold.scheduler.policies.view import SchedulerView
+from twofold.scheduler.policies.work_stealing import WorkStealing
 
-__all__ = ["POLICIES", "Binding", "Default", "Estimates", "Given", "InfoModel", "Policy", "SchedulerView"]
+__all__ = [
+    "HEFT", "MCP", "POLICIES", "BLevel", "Binding", "Default", "Estimates", "Given", "InfoModel",
+    "ListScheduler", "Policy", "Random", "RoundRobin", "SchedulerView", "Single", "TLevel", "WorkStealing",
+]  # fmt: skip
 
-POLICIES: dict[str, type[Policy]] = {"default": Default}
+#: short name -> policy class, for ``--policy NAME``
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls for cls in (Default, Random, RoundRobin, Single, WorkStealing, BLevel, TLevel, HEFT, MCP)
+}

@@ -117,6 +117,8 @@ def bind(state: Any, policy: Any, view: SchedulerView) -> Binding:
         from twofold.scheduler.stealing import Stealing
 
         return Binding(policy, decide, state, None, True, True, None, Stealing)
+    if type(policy).decide_worker is Policy.decide_worker:
+        raise TypeError(f"{type(policy).__name__} must define decide_worker(view, ts, candidates)")
     queuing = policy.queuing
     if queuing not in (None, True, False):
         raise TypeError(f"{type(policy).__name__}.queuing must be None, True or False, got {queuing!r}")
