@@ -8,7 +8,7 @@ information models) and the policies twofold ships, one module each.
 ``twofold scheduler --policy NAME`` accepts besides ``module:Name``).
 """
 
-from twofold.scheduler.policies.base import Binding, Policy
+from twofold.scheduler.policies.base import Binding, Policy, check_policy
 from twofold.scheduler.policies.blevel import BLevel
 from twofold.scheduler.policies.default import Default
 from twofold.scheduler.policies.heft import HEFT
@@ -24,7 +24,7 @@ from twofold.scheduler.policies.work_stealing import WorkStealing
 
 __all__ = [
     "HEFT", "MCP", "POLICIES", "BLevel", "Binding", "Default", "Estimates", "Given", "InfoModel",
-    "ListScheduler", "Policy", "Random", "RoundRobin", "SchedulerView", "Single", "TLevel", "WorkStealing",
+    "ListScheduler", "Policy", "check_policy", "Random", "RoundRobin", "SchedulerView", "Single", "TLevel", "WorkStealing",
 ]  # fmt: skip
 
 #: short name -> policy class, for ``--policy NAME``

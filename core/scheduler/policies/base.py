@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from twofold.scheduler.policies.info import check_info
+
 if TYPE_CHECKING:
     from twofold.scheduler.extension import Extension
     from twofold.scheduler.policies.view import SchedulerView
@@ -102,30 +104,39 @@ class Binding:
     stealer: Any
 
 
-def bind(state: Any, policy: Any, view: SchedulerView) -> Binding:
-    """Check ``policy`` and resolve what the machine calls (a clear TypeError if it cannot)."""
+def check_policy(policy: Any) -> None:
+    """Raise a clear TypeError unless ``policy`` is usable (a :class:`Policy` or an
+    object of the older protocol); drivers call it before starting anything."""
     if isinstance(policy, type):
         raise TypeError(f"policy must be an instance, got the class {policy.__name__}: pass {policy.__name__}()")
-    decide = getattr(policy, "decide_worker", None)
-    if not callable(decide):
+    if not callable(getattr(policy, "decide_worker", None)):
         raise TypeError(
             f"a scheduling policy needs a decide_worker(view, ts, candidates) method;"
             f" {type(policy).__name__} has none (subclass twofold.scheduler.policies.Policy)"
         )
     if not isinstance(policy, Policy):
+        return
+    name = type(policy).__name__
+    if type(policy).decide_worker is Policy.decide_worker:
+        raise TypeError(f"{name} must define decide_worker(view, ts, candidates)")
+    if policy.queuing not in (None, True, False):
+        raise TypeError(f"{name}.queuing must be None, True or False, got {policy.queuing!r}")
+    for flag in ("narrow", "greedy_transfer"):
+        if not isinstance(getattr(policy, flag), bool):
+            raise TypeError(f"{name}.{flag} must be True or False, got {getattr(policy, flag)!r}")
+    if policy.info is not None:
+        check_info(policy.info)
+
+
+def bind(state: Any, policy: Any, view: SchedulerView) -> Binding:
+    """Check ``policy`` and resolve what the machine calls (a clear TypeError if it cannot)."""
+    check_policy(policy)
+    if not isinstance(policy, Policy):
         # the older protocol: decide_worker(state, ts, candidates), defaults for the rest
         from twofold.scheduler.stealing import Stealing
 
-        return Binding(policy, decide, state, None, True, True, None, Stealing)
-    if type(policy).decide_worker is Policy.decide_worker:
-        raise TypeError(f"{type(policy).__name__} must define decide_worker(view, ts, candidates)")
-    queuing = policy.queuing
-    if queuing not in (None, True, False):
-        raise TypeError(f"{type(policy).__name__}.queuing must be None, True or False, got {queuing!r}")
-    for flag in ("narrow", "greedy_transfer"):
-        if not isinstance(getattr(policy, flag), bool):
-            raise TypeError(f"{type(policy).__name__}.{flag} must be True or False, got {getattr(policy, flag)!r}")
+        return Binding(policy, policy.decide_worker, state, None, True, True, None, Stealing)
     prioritize = policy.prioritize if type(policy).prioritize is not Policy.prioritize else None
     policy.attach(view)
-    return Binding(policy, decide, view, queuing, policy.narrow, policy.greedy_transfer, prioritize,
-                   policy.stealer)
+    return Binding(policy, policy.decide_worker, view, policy.queuing, policy.narrow, policy.greedy_transfer,
+                   prioritize, policy.stealer)
