@@ -20,7 +20,7 @@ from twofold.messages import ComputeTask, TaskFinished
 from twofold.scheduler import SchedulerState
 from twofold.scheduler.placement import EarliestStart, RoundRobin as LegacyRoundRobin
 from twofold.scheduler.policies import (
-    HEFT, MCP, POLICIES, BLevel, Default, Estimates, Given, Policy, Random, RoundRobin, SchedulerView, Single,
+    DLS, ETF, HEFT, MCP, POLICIES, BLevel, Default, Estimates, Given, Policy, Random, RoundRobin, SchedulerView, Single,
     TLevel, WorkStealing,
 )  # fmt: skip
 from twofold.scheduler.policies.levels import blevels, tlevels, topological
@@ -202,7 +202,7 @@ def test_every_shipped_policy_has_a_name_and_a_docstring_citing_its_source():
     import importlib
 
     assert set(POLICIES) == {"default", "random", "round-robin", "single", "work-stealing", "blevel", "tlevel",
-                             "heft", "mcp"}
+                             "heft", "mcp", "etf", "dls"}
     for name, cls in POLICIES.items():
         assert cls.name == name
         module = importlib.import_module(cls.__module__)
@@ -258,7 +258,7 @@ def test_tlevel_puts_shallow_tasks_first():
     assert sorted(ranks, key=ranks.get) == ["a-1", "d-1", "b-1", "c-1"]
 
 
-@pytest.mark.parametrize("policy", [HEFT(), BLevel(), MCP()])
+@pytest.mark.parametrize("policy", [HEFT(), BLevel(), MCP(), ETF(), DLS()])
 def test_earliest_start_or_finish_keeps_heavy_data_where_it_is(policy):
     report = run(heavy_fork(), policy)
     assert near(report.makespan, 3.0)
@@ -315,8 +315,9 @@ def test_mcp_breaks_alap_ties_by_the_descendants():
     assert sorted(prio, key=prio.get)[:2] == ["x-1", "y-1"]
 
 
-def test_mcp_reaches_the_optimum_on_the_critical_path_trap():
-    assert near(run(critical_path_trap(), MCP()).makespan, 3.0)
+@pytest.mark.parametrize("policy", [MCP, ETF, DLS])
+def test_critical_path_first_reaches_the_optimum_on_the_trap(policy):
+    assert near(run(critical_path_trap(), policy()).makespan, 3.0)
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_without_greedy_transfer_ready_tasks_wait_for_a_free_thread():
     assert [ts.key for ts in lazy.state.queued] == ["c-1", "d-1"]
 
 
-@pytest.mark.parametrize("policy", [BLevel, HEFT, TLevel, MCP])
+@pytest.mark.parametrize("policy", [BLevel, HEFT, TLevel, MCP, ETF, DLS])
 def test_without_greedy_transfer_a_task_cannot_wait_for_its_busy_data_holder(policy):
     # c2 is ready while p's worker runs c1: greedy, it queues there (3 s); lazily it must take
     # the free worker and move 2 GB (4 s)
@@ -375,3 +376,36 @@ def test_client_get_sends_its_graph_as_one_so_a_policy_ranks_it_whole():
         assert client.get(dsk, "d") == 4
         assert client.submit(inc, 10).result() == 11
     assert graphs == [4, 1]
+
+
+@pytest.mark.parametrize("policy, u, taken", [(BLevel, 50.0, "u-1"), (ETF, 50.0, "v-1"), (DLS, 50.0, "u-1"),
+                                               (BLevel, 5.0, "u-1"), (DLS, 5.0, "v-1")])
+def test_without_greedy_transfer_a_freed_worker_takes_the_pair_its_policy_picks(policy, u, taken):
+    # x-1 (1 GB) is on w0, y-1 (1 GB) on w1: 10 s to move either.  r0/r1 (100 s) occupy both
+    # workers; u-1 (50 s, needs y-1) and v-1 (1 s, needs x-1) wait on the scheduler.  When w0
+    # frees: by priority (b-level) u-1 goes first; ETF takes v-1, which starts there at once;
+    # DLS weighs u-1's level 50 minus its 10 s transfer against v-1's 1 minus 0: u-1 (at 5 s: v-1).
+    durations = {"r0": 100.0, "r1": 100.0, "u": u, "v": 1.0, "x": 1.0, "y": 1.0}
+    s = Sched(policy(info=Given(durations=durations), greedy_transfer=False))
+    s.add_worker("w0")
+    s.add_worker("w1")
+    s.submit(T("x-1", workers=("w0",)), T("y-1", workers=("w1",)))
+    s.finish("w0", "x-1", nbytes=1_000_000_000)
+    s.finish("w1", "y-1", nbytes=1_000_000_000)
+    outs = s.submit(T("r0-1"), T("r1-1"), T("u-1", "y-1"), T("v-1", "x-1"))
+    assert [(m.key, m.worker) for m in outs if isinstance(m, ComputeTask)] == [("r0-1", "w0"), ("r1-1", "w1")]
+    assert {ts.key for ts in s.state.queued} == {"u-1", "v-1"}
+    outs = s.finish("w0", "r0-1")
+    assert [(m.key, m.worker) for m in outs if isinstance(m, ComputeTask)] == [(taken, "w0")]
+
+
+def test_a_pick_of_a_task_not_waiting_is_refused():
+    class Wrong(BLevel):
+        def pick(self, view, ws, waiting):
+            return view.tasks["a-1"]
+
+    s = Sched(Wrong(greedy_transfer=False))
+    s.add_worker("w0")
+    s.submit(T("a-1"), T("b-1"))
+    with pytest.raises(ValueError, match="not waiting on the queue"):
+        s.finish("w0", "a-1")

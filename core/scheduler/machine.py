@@ -100,6 +100,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         self._policy_arg = binding.arg
         self._narrow = binding.narrow
         self._prioritize = binding.prioritize
+        self._pick = binding.pick
         #: every unrestricted ready task waits for a free thread (no greedy transfer)
         self._withhold_all = not binding.greedy
         self._queuing = (
@@ -316,8 +317,9 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
             if queued:
                 assign = self._assign
                 story = self._story
+                pick = self._pick
                 while queued:
-                    ts = queued.pop()
+                    ts = queued.pop() if pick is None else self._picked(pick, ws)
                     assign(ts, ws)
                     if story is not None:
                         self._log(ts, "queued")
@@ -330,6 +332,17 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
             self.room[ws] = None
         else:
             self.room.pop(ws, None)
+
+    def _picked(self, pick: Callable, ws: WorkerInfo) -> TaskState:
+        """The queued task the policy's ``pick`` chooses for ``ws``, taken off the queue."""
+        queued = self.queued
+        ts = pick(self.view, ws, dict.keys(queued))
+        if ts is None:
+            return queued.pop()
+        if ts not in queued:
+            raise ValueError(f"{type(self.policy).__name__}.pick returned {ts!r}, which is not waiting on the queue")
+        queued.remove(ts)
+        return ts
 
     def _slots_for(self, nthreads: int) -> int:
         if not self._queuing:

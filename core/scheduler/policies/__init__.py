@@ -11,6 +11,8 @@ information models) and the policies twofold ships, one module each.
 from twofold.scheduler.policies.base import Binding, Policy, check_policy
 from twofold.scheduler.policies.blevel import BLevel
 from twofold.scheduler.policies.default import Default
+from twofold.scheduler.policies.dls import DLS
+from twofold.scheduler.policies.etf import ETF
 from twofold.scheduler.policies.heft import HEFT
 from twofold.scheduler.policies.info import Estimates, Given, InfoModel
 from twofold.scheduler.policies.list_scheduling import ListScheduler
@@ -23,11 +25,11 @@ from twofold.scheduler.policies.view import SchedulerView
 from twofold.scheduler.policies.work_stealing import WorkStealing
 
 __all__ = [
-    "HEFT", "MCP", "POLICIES", "BLevel", "Binding", "Default", "Estimates", "Given", "InfoModel",
+    "DLS", "ETF", "HEFT", "MCP", "POLICIES", "BLevel", "Binding", "Default", "Estimates", "Given", "InfoModel",
     "ListScheduler", "Policy", "check_policy", "Random", "RoundRobin", "SchedulerView", "Single", "TLevel", "WorkStealing",
 ]  # fmt: skip
 
 #: short name -> policy class, for ``--policy NAME``
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (Default, Random, RoundRobin, Single, WorkStealing, BLevel, TLevel, HEFT, MCP)
+    cls.name: cls for cls in (Default, Random, RoundRobin, Single, WorkStealing, BLevel, TLevel, HEFT, MCP, ETF, DLS)
 }

@@ -18,6 +18,8 @@ than a method call.  A policy decides:
   worker, which starts fetching its inputs, as soon as it is ready; False:
   every unrestricted ready task waits on the scheduler until some worker
   has a free thread, and is placed then);
+* **which waiting task a freed worker takes**: :meth:`Policy.pick`
+  (default: the first by priority), for tasks withheld on the scheduler;
 * **whether and what to steal**: :meth:`Policy.stealer`, an
   :class:`~twofold.scheduler.extension.Extension` (the default
   :class:`~twofold.scheduler.stealing.Stealing`) or None.
@@ -73,6 +75,12 @@ class Policy:
         reorder the tasks only among equal user ``priority=``."""
         return None
 
+    def pick(self, view: SchedulerView, ws: WorkerInfo, waiting: Iterable[TaskState]) -> TaskState | None:
+        """Which of the tasks withheld on the scheduler ``ws`` takes now that it has
+        room (None: the first by priority).  ``waiting`` is in no particular order;
+        every one of them may run on ``ws``.  Overriding it costs a scan per hand-out."""
+        return None
+
     def stealer(self) -> Extension | None:
         """The stealing component to run (None: no stealing); called once per machine."""
         from twofold.scheduler.stealing import Stealing
@@ -100,6 +108,8 @@ class Binding:
     greedy: bool
     #: the bound ``prioritize``, or None when the policy keeps submission order
     prioritize: Any
+    #: the bound ``pick``, or None when the queue's first goes
+    pick: Any
     #: makes the stealing extension (None: no stealing)
     stealer: Any
 
@@ -135,8 +145,9 @@ def bind(state: Any, policy: Any, view: SchedulerView) -> Binding:
         # the older protocol: decide_worker(state, ts, candidates), defaults for the rest
         from twofold.scheduler.stealing import Stealing
 
-        return Binding(policy, policy.decide_worker, state, None, True, True, None, Stealing)
+        return Binding(policy, policy.decide_worker, state, None, True, True, None, None, Stealing)
     prioritize = policy.prioritize if type(policy).prioritize is not Policy.prioritize else None
+    pick = policy.pick if type(policy).pick is not Policy.pick else None
     policy.attach(view)
     return Binding(policy, policy.decide_worker, view, policy.queuing, policy.narrow, policy.greedy_transfer,
-                   prioritize, policy.stealer)
+                   prioritize, pick, policy.stealer)
