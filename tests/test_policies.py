@@ -409,3 +409,22 @@ def test_a_pick_of_a_task_not_waiting_is_refused():
     s.submit(T("a-1"), T("b-1"))
     with pytest.raises(ValueError, match="not waiting on the queue"):
         s.finish("w0", "a-1")
+
+
+def test_without_greedy_transfer_a_withheld_task_whose_input_is_lost_waits_for_it_again():
+    from twofold.messages import RemoveWorker
+
+    s = Sched(BLevel(greedy_transfer=False))
+    s.add_worker("w0")
+    s.submit(T("x-1"))
+    s.finish("w0", "x-1")
+    s.add_worker("w1")
+    s.submit(T("busy-1", workers=("w0",)), T("busy-2", workers=("w1",)))  # no thread free anywhere
+    s.submit(T("y-1", "x-1"))
+    assert s.states()["y-1"] == "queued"
+    s(RemoveWorker, worker="w0")  # x-1's only copy goes with it
+    assert s.states()["y-1"] == "waiting" and s.states()["x-1"] == "queued"  # recomputed when a thread frees
+    outs = s.finish("w1", "busy-2")
+    assert [m.key for m in outs if isinstance(m, ComputeTask)] == ["x-1"]
+    outs = s.finish("w1", "x-1")
+    assert [m.key for m in outs if isinstance(m, ComputeTask)] == ["y-1"]

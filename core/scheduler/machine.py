@@ -98,7 +98,6 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         binding = bind(self, self.policy, self.view)
         self._decide = binding.decide
         self._policy_arg = binding.arg
-        self._narrow = binding.narrow
         self._prioritize = binding.prioritize
         self._pick = binding.pick
         #: every unrestricted ready task waits for a free thread (no greedy transfer)
@@ -111,6 +110,8 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         #: pipelining past a worker's slots (none without greedy transfer)
         self._max_tasks_per_thread = 0 if self._withhold_all else config.max_tasks_per_thread
         self._pipeline_seconds = 0.0 if self._withhold_all else config.pipeline_seconds
+        #: candidates are not the machine's short list (one flag on the hot path)
+        self._wide = not binding.narrow or self._withhold_all
         self._unknown_duration = config.unknown_task_duration
         self._task_counter = 0
         self._run_counter = 0
@@ -383,7 +384,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     def _decide_worker(self, ts: TaskState) -> WorkerInfo | None:
         valid = self.valid_workers(ts)
         candidates: Iterable[WorkerInfo]
-        if not self._narrow or self._withhold_all:
+        if self._wide:
             if self._withhold_all and valid is None and not ts.actor:
                 candidates = self.room or self.workers.values()  # withheld until a thread is free
             else:
