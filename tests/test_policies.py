@@ -428,3 +428,21 @@ def test_without_greedy_transfer_a_withheld_task_whose_input_is_lost_waits_for_i
     assert [m.key for m in outs if isinstance(m, ComputeTask)] == ["x-1"]
     outs = s.finish("w1", "x-1")
     assert [m.key for m in outs if isinstance(m, ComputeTask)] == ["y-1"]
+
+
+def _every_policy():
+    from twofold.scheduler.policies import ListScheduler
+
+    for name, cls in POLICIES.items():
+        yield pytest.param(cls, {}, id=name)
+        if issubclass(cls, ListScheduler):
+            yield pytest.param(cls, {"greedy_transfer": False}, id=f"{name}-lazy")
+
+
+@pytest.mark.parametrize("cls, options", list(_every_policy()))
+def test_every_policy_keeps_the_invariants_through_crashes_restarts_and_partitions(cls, options):
+    g = random_layered(5, 8, seed=1)
+    for seed in (0, 1):
+        report = run_workload(g, n_workers=3, seed=seed, validate=True, at_once=True, policy=cls(**options),
+                              chaos={"crash": 0.5, "restart": 0.5, "partition": 0.2, "horizon": 2})
+        assert report.n_tasks == 40 and report.makespan > 0
