@@ -1,6 +1,6 @@
 """``twofold scheduler`` and ``twofold worker``: a cluster from the command line.
 
-    twofold scheduler [--host H] [--port P] [--scheduler-file F]
+    twofold scheduler [--host H] [--port P] [--scheduler-file F] [--policy NAME | --policy module:Name]
     twofold worker [ADDRESS | --scheduler-file F] [--nthreads N] [--nworkers N]
                    [--memory-limit M] [--resources "GPU=2 FPGA=1"] [--name NAME] [--no-nanny]
 
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8786, help="port (0 = any free port; default 8786)")
     s.add_argument("--scheduler-file", help="write the scheduler's address here (JSON) once it is ready")
+    s.add_argument("--policy", default=None,
+                   help="scheduling policy: a shipped one by name (default, blevel, heft, ...) or module:Name, "
+                        "a Policy class (made with no arguments) or instance importable from this process")
     common(s)
 
     w = sub.add_parser("worker", help="start workers for a scheduler")
@@ -135,15 +138,60 @@ def read_scheduler_file(path: str, timeout: float = 0.0) -> str:
 # --------------------------------------------------------------------------
 
 
+def load_policy(spec: str):
+    """The policy ``--policy`` names: a shipped one (``blevel``) or ``module:Name``
+    (a Policy class, made with no arguments, or an instance); ValueError saying why not."""
+    import importlib
+
+    from twofold.scheduler.policies import POLICIES
+
+    if spec in POLICIES:
+        return POLICIES[spec]()
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--policy takes a shipped policy ({', '.join(POLICIES)}) or module:Name, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--policy {spec}: cannot import {module_name!r}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"--policy {spec}: {module_name!r} has no {attr!r}") from None
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise ValueError(f"--policy {spec}: {attr} cannot be made with no arguments ({exc});"
+                             f" name a module-level instance instead") from None
+    from twofold.scheduler.policies.base import check_policy
+
+    try:
+        check_policy(obj)  # the checks the scheduler makes, before anything listens
+    except TypeError as exc:
+        raise ValueError(f"--policy {spec}: {exc}") from None
+    return obj
+
+
 async def _run_scheduler(args: argparse.Namespace) -> int:
     from twofold.runtime.scheduler import SchedulerServer
 
+    policy = None
+    if args.policy is not None:
+        try:
+            policy = load_policy(args.policy)
+        except ValueError as exc:
+            logger.error("%s", exc)
+            return 2
+        logger.info("scheduling policy: %r", policy)
     sec = _security(args, "scheduler")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     _stop_on_signals(loop, stop)
     try:
-        server = await SchedulerServer(args.host, args.port, secret=sec.secret,
+        server = await SchedulerServer(args.host, args.port, secret=sec.secret, policy=policy,
                                        ssl=sec.server_context("scheduler")).start()  # fmt: skip
     except (OSError, ValueError) as exc:
         logger.error("cannot start the scheduler on %s:%s: %s", args.host, args.port, exc)

@@ -107,6 +107,7 @@ class LocalCluster:
         security: Security | None = None,
         resources: dict[str, float] | None = None,
         scheduler_config: SchedulerConfig | None = None,
+        policy: Any = None,
         timeout: float = 60.0,
         silence_logs: bool = True,  # worker processes log warnings and errors only (as dask's default)
         name: str = "local",
@@ -128,6 +129,12 @@ class LocalCluster:
         self._host = host
         self._port = scheduler_port
         self._config = scheduler_config
+        #: the scheduling policy (None: the default); checked before anything starts
+        self._policy = policy
+        if policy is not None:
+            from twofold.scheduler.policies.base import check_policy
+
+            check_policy(policy)
         self._silence = silence_logs
         self.scheduler: SchedulerServer | None = None
         self.nannies: list[Nanny] = []
@@ -145,7 +152,8 @@ class LocalCluster:
 
     async def _start(self, timeout: float) -> None:
         sec = self.security
-        self.scheduler = await SchedulerServer(self._host, self._port, config=self._config, secret=sec.secret,
+        self.scheduler = await SchedulerServer(self._host, self._port, config=self._config, policy=self._policy,
+                                               secret=sec.secret,
                                                ssl=sec.server_context("scheduler")).start()  # fmt: skip
         address = self.scheduler.address
         for i in range(self.n_workers):

@@ -27,6 +27,7 @@ import numbers
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import networkx as nx
@@ -169,13 +170,25 @@ def _check_nbytes(nbytes: Any) -> None:
         raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
 
 
-def submit_graph(client: Any, g: nx.DiGraph, prefix: str = "task") -> dict:
+def submit_graph(client: Any, g: nx.DiGraph, prefix: str = "task", at_once: bool = False) -> dict:
     """Submit every node (inputs first) as ``synthetic_task``; return node -> Future.
 
     Keys are ``f"{prefix}-{node}"``; the durations are looked up by the
-    cluster through :func:`graph_models`.
+    cluster through :func:`graph_models`.  ``at_once``: one graph (one
+    ``client.get``), so a policy ranking a graph when it arrives (b-level,
+    HEFT, ...) sees all of it; otherwise one ``submit`` per node.
     """
     _check_graph(g, prefix)
+    if not isinstance(at_once, bool):
+        raise TypeError(f"at_once must be True or False, got {at_once!r}")
+    if at_once:
+        dsk = {}
+        for node in nx.topological_sort(g):
+            inputs = [f"{prefix}-{p}" for p in sorted(g.predecessors(node), key=str)]
+            dsk[f"{prefix}-{node}"] = (partial(synthetic_task, nbytes=int(g.nodes[node].get("nbytes", 0))), *inputs)
+        keys = list(dsk)
+        by_key = dict(zip(keys, client.get(dsk, keys, sync=False)))
+        return {node: by_key[f"{prefix}-{node}"] for node in g.nodes}
     futures: dict = {}
     for node in nx.topological_sort(g):
         inputs = [futures[p] for p in sorted(g.predecessors(node), key=str)]
@@ -257,7 +270,8 @@ def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2,
 
     ``cluster_options`` go to :class:`~twofold.sim.cluster.SimCluster`
     (``latency``, ``bandwidth``, ``validate``, ``durations`` to override the
-    graph's, ...).  ``policy`` may be a placement policy *class*, which is
+    graph's, ...); ``at_once=True`` submits the graph as one (see
+    :func:`submit_graph`).  ``policy`` may be a placement policy *class*, which is
     instantiated for this run: policies can keep state (``RoundRobin``
     does), so reusing one instance across runs makes them depend on each other.
     """
@@ -265,6 +279,7 @@ def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2,
     from twofold.sim.cluster import SimCluster
 
     _check_graph(g, "task")
+    at_once = cluster_options.pop("at_once", False)
     policy = cluster_options.get("policy")
     if isinstance(policy, type):
         cluster_options["policy"] = policy()
@@ -273,7 +288,7 @@ def run_workload(g: nx.DiGraph, n_workers: int = 4, threads_per_worker: int = 2,
     cluster = SimCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, seed=seed, **cluster_options)
     try:
         with Client(cluster, set_as_default=False) as client:
-            futures = submit_graph(client, g)
+            futures = submit_graph(client, g, at_once=at_once)
             sinks = [futures[n] for n in g.nodes if g.out_degree(n) == 0]
             wait(sinks)
         wall = _wall() - started

@@ -32,7 +32,7 @@ from collections import deque
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from twofold.client.backend import Backend
 from twofold.client.cluster_ops import ClusterOpsMethods
@@ -58,6 +58,7 @@ from twofold.messages import (
     TopicEvent,
     TopicMessages,
     TopicPeers,
+    UpdateGraph,
 )
 
 # --------------------------------------------------------------------------
@@ -305,6 +306,8 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
             raise TypeError(f"asynchronous= must be True or False, got {asynchronous!r}")
         self.status = "connecting"
         self._lock = threading.RLock()
+        #: UpdateGraphs held back to go as one (``_one_graph``), or None
+        self._graph_buffer: list | None = None
         #: async waits in progress (see twofold.client.aio); woken after each delivery
         self._waiters: list = []
         self._asynchronous = asynchronous
@@ -755,8 +758,31 @@ class Client(DataMethods, InfoMethods, CoordinationPlumbing, SharingMethods, Rem
                     specs[k] = self._task_spec(k, func, calls[k], opts)
             futures, msgs = self._core.add_graph(op, keys, specs, self._backend.now(), batch_size or max(1, len(keys)),
                                                  self)  # fmt: skip
-            self._send(msgs)
+            if self._graph_buffer is not None:
+                self._graph_buffer.extend(msgs)
+            else:
+                self._send(msgs)
         return futures
+
+    @contextmanager
+    def _one_graph(self) -> Iterator[None]:
+        """Submits inside go to the scheduler as one graph (one UpdateGraph), as
+        dask's ``get`` sends its graph: the scheduler, and a policy ranking
+        graphs when they arrive (b-level, HEFT), sees it whole."""
+        with self._lock:
+            if self._graph_buffer is not None:
+                yield  # nested: the outer one sends
+                return
+            self._graph_buffer = buffer = []
+            try:
+                yield
+            finally:
+                self._graph_buffer = None
+                if buffer:
+                    first = buffer[0]
+                    tasks = tuple(spec for msg in buffer for spec in msg.tasks)
+                    wanted = tuple(key for msg in buffer for key in msg.wanted)
+                    self._send([UpdateGraph(first.now, first.stimulus_id, first.client, tasks, wanted)])
 
     # -- cancel, retry, fire and forget ---------------------------------------------
 

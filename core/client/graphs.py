@@ -161,15 +161,16 @@ def _submit_nodes(client: Client, dsk: dict, keys: Any, wanted: list, ts: Any, o
         return {d: None for d in deps if d in nodes}
 
     futures: dict = {}
-    for key in order(nodes, wanted, references):
-        node = nodes[key]
-        value = getattr(node, "value", None)
-        if isinstance(node, ts.DataNode) and isinstance(value, Future):
-            client._own_future(value)
-            futures[key] = value
-            continue
-        deps = {d: futures[d] if d in futures else external(d) for d in sorted(node.dependencies, key=name_of)}
-        futures[key] = client.submit(run_node, node, deps, key=name_of(key), **options)
+    with client._one_graph():
+        for key in order(nodes, wanted, references):
+            node = nodes[key]
+            value = getattr(node, "value", None)
+            if isinstance(node, ts.DataNode) and isinstance(value, Future):
+                client._own_future(value)
+                futures[key] = value
+                continue
+            deps = {d: futures[d] if d in futures else external(d) for d in sorted(node.dependencies, key=name_of)}
+            futures[key] = client.submit(run_node, node, deps, key=name_of(key), **options)
     return pack_like(keys, futures)
 
 
@@ -186,7 +187,8 @@ def submit_graph(client: Client, dsk: dict, keys: Any, **options: Any) -> Any:
     if ts is not None and any(isinstance(v, ts.GraphNode) for v in dsk.values()):
         return _submit_nodes(client, dsk, keys, wanted, ts, options)
     futures: dict = {}
-    for key in order(dsk, wanted):
-        value = _replace(dsk[key], dsk, futures)
-        futures[key] = client.submit(evaluate, value, key=name_of(key), **options)
+    with client._one_graph():
+        for key in order(dsk, wanted):
+            value = _replace(dsk[key], dsk, futures)
+            futures[key] = client.submit(evaluate, value, key=name_of(key), **options)
     return pack_like(keys, futures)

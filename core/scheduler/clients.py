@@ -261,6 +261,8 @@ class ClientHandlers:
                 dep = tasks[dep_key]
                 ts.dependencies[dep] = None
                 dep.dependents[ts] = None
+        if self._prioritize is not None and created:
+            self._apply_ranks([ts for ts, _ in created])
         recs: Recs = {}
         wants = cs.wants
         name = cs.name

@@ -24,7 +24,9 @@ from typing import Any, Callable, Iterable
 from twofold.config import SchedulerConfig
 from twofold.messages import FreeKeys, Message, SetTimer, TimerFired
 from twofold.scheduler.clients import ClientHandlers
-from twofold.scheduler.placement import EarliestStart, PlacementPolicy
+from twofold.scheduler.policies.base import Policy, bind
+from twofold.scheduler.policies.default import Default
+from twofold.scheduler.policies.view import SchedulerView
 from twofold.scheduler.state import ClientInfo, TaskState, WorkerInfo
 from twofold.scheduler.extension import HOOKS, Extension, TransitionFanOut, overrides
 from twofold.scheduler.transitions import FIRE_AND_FORGET, Recs, Transitions
@@ -32,24 +34,36 @@ from twofold.scheduler.workers import WorkerHandlers
 from twofold.taskqueue import TaskQueue
 
 
-def default_extensions() -> list[Extension]:
+def default_extensions(stealer: Callable[[], Extension | None] | None = None) -> list[Extension]:
     """What a scheduler runs unless told otherwise: work stealing, the coordination
-    primitives, and what clients share (datasets, metadata, events)."""
+    primitives, and what clients share (datasets, metadata, events).
+
+    ``stealer``: makes the stealing component instead of :class:`Stealing`
+    (a policy's ``stealer``; it may return None: no stealing)."""
     from twofold.scheduler.coordination import coordination_extensions
     from twofold.scheduler.sharing import sharing_extensions
     from twofold.scheduler.cluster_ops import ClusterOps
     from twofold.scheduler.restart import Restart
     from twofold.scheduler.stealing import Stealing
 
-    return [Stealing(), *coordination_extensions(), *sharing_extensions(), ClusterOps(), Restart()]
+    steal = Stealing() if stealer is None else stealer()
+    if steal is not None and not isinstance(steal, Extension):
+        raise TypeError(f"a policy's stealer() must return an Extension or None, got {type(steal).__name__}")
+    stealing = [] if steal is None else [steal]
+    return [*stealing, *coordination_extensions(), *sharing_extensions(), ClusterOps(), Restart()]
 
 
 class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     """All the scheduler knows, changed only by :meth:`handle`.
 
     ``extensions``: the :class:`~twofold.scheduler.extension.Extension`
-    objects to run (default: :func:`default_extensions`); each is attached
-    to this machine and reached as ``state.extensions[name]``.
+    objects to run (default: :func:`default_extensions`, with the policy's
+    stealing component); each is attached to this machine and reached as
+    ``state.extensions[name]``.
+
+    ``policy``: a :class:`~twofold.scheduler.policies.Policy` (default:
+    :class:`~twofold.scheduler.policies.Default`), or an object of the
+    older ``decide_worker(state, ts, candidates)`` protocol.
     """
 
     #: the driver's scheduler plugins (``twofold.plugins.SchedulerPluginHub``); the machine never reads it
@@ -58,11 +72,10 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     def __init__(
         self,
         config: SchedulerConfig | None = None,
-        policy: PlacementPolicy | None = None,
+        policy: Any = None,
         extensions: Iterable[Extension] | None = None,
     ):
         self.config = config = config or SchedulerConfig()
-        self.policy: PlacementPolicy = policy or EarliestStart()
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.workers_by_name: dict[str, WorkerInfo] = {}
@@ -79,7 +92,26 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         self.timers: dict[str, float] = {}
         #: the work-stealing extension, if one runs (the hot path arms its timer)
         self._stealer = None
-        self._queuing = math.isfinite(config.worker_saturation)
+        self.policy = policy if policy is not None else Default()
+        #: what policies read: built once, shared by every decision
+        self.view = SchedulerView(self, self.policy.info if isinstance(self.policy, Policy) else None)
+        binding = bind(self, self.policy, self.view)
+        self._decide = binding.decide
+        self._policy_arg = binding.arg
+        self._prioritize = binding.prioritize
+        self._pick = binding.pick
+        #: every unrestricted ready task waits for a free thread (no greedy transfer)
+        self._withhold_all = not binding.greedy
+        self._queuing = (
+            True if self._withhold_all
+            else math.isfinite(config.worker_saturation) if binding.queuing is None
+            else binding.queuing
+        )
+        #: pipelining past a worker's slots (none without greedy transfer)
+        self._max_tasks_per_thread = 0 if self._withhold_all else config.max_tasks_per_thread
+        self._pipeline_seconds = 0.0 if self._withhold_all else config.pipeline_seconds
+        #: candidates are not the machine's short list (one flag on the hot path)
+        self._wide = not binding.narrow or self._withhold_all
         self._unknown_duration = config.unknown_task_duration
         self._task_counter = 0
         self._run_counter = 0
@@ -97,7 +129,7 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         self._sid = ""
         self._outs: list = []
         self._to_free: dict[WorkerInfo, list[str]] = {}
-        self._attach_extensions(default_extensions() if extensions is None else list(extensions))
+        self._attach_extensions(default_extensions(binding.stealer) if extensions is None else list(extensions))
 
     # -- extensions --------------------------------------------------------
 
@@ -268,10 +300,9 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         busy = len(ws.processing) - len(ws.long_running)
         if busy < ws.slots:
             return True
-        config = self.config
         return (
-            busy < ws.nthreads * config.max_tasks_per_thread
-            and ws.occupancy < ws.nthreads * config.pipeline_seconds
+            busy < ws.nthreads * self._max_tasks_per_thread
+            and ws.occupancy < ws.nthreads * self._pipeline_seconds
         )
 
     def _room_changed(self, ws: WorkerInfo) -> None:
@@ -279,24 +310,23 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         if ws.address not in self.workers:
             return
         # self._has_room(ws), inlined (once or twice per task)
-        config = self.config
+        per_thread = self._max_tasks_per_thread
+        seconds = self._pipeline_seconds
         busy = len(ws.processing) - len(ws.long_running)
-        if busy < ws.slots or (
-            busy < ws.nthreads * config.max_tasks_per_thread and ws.occupancy < ws.nthreads * config.pipeline_seconds
-        ):
+        if busy < ws.slots or (busy < ws.nthreads * per_thread and ws.occupancy < ws.nthreads * seconds):
             queued = self.queued
             if queued:
                 assign = self._assign
                 story = self._story
+                pick = self._pick
                 while queued:
-                    ts = queued.pop()
+                    ts = queued.pop() if pick is None else self._picked(pick, ws)
                     assign(ts, ws)
                     if story is not None:
                         self._log(ts, "queued")
                     busy = len(ws.processing) - len(ws.long_running)
                     if not (busy < ws.slots or (
-                        busy < ws.nthreads * config.max_tasks_per_thread
-                        and ws.occupancy < ws.nthreads * config.pipeline_seconds
+                        busy < ws.nthreads * per_thread and ws.occupancy < ws.nthreads * seconds
                     )):
                         self.room.pop(ws, None)
                         return
@@ -304,10 +334,24 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
         else:
             self.room.pop(ws, None)
 
+    def _picked(self, pick: Callable, ws: WorkerInfo) -> TaskState:
+        """The queued task the policy's ``pick`` chooses for ``ws``, taken off the queue."""
+        queued = self.queued
+        ts = pick(self.view, ws, dict.keys(queued))
+        if ts is None:
+            return queued.pop()
+        if ts not in queued:
+            raise ValueError(f"{type(self.policy).__name__}.pick returned {ts!r}, which is not waiting on the queue")
+        queued.remove(ts)
+        return ts
+
     def _slots_for(self, nthreads: int) -> int:
         if not self._queuing:
             return 2**62
-        return max(1, math.ceil(nthreads * self.config.worker_saturation))
+        saturation = self.config.worker_saturation
+        if self._withhold_all or not math.isfinite(saturation):
+            return nthreads  # a policy queues although the configuration would not: one task per thread
+        return max(1, math.ceil(nthreads * saturation))
 
     def valid_workers(self, ts: TaskState, strict_only: bool = False) -> dict[WorkerInfo, None] | None:
         """Workers ``ts`` may run on, or ``None`` for any worker.
@@ -340,7 +384,12 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
     def _decide_worker(self, ts: TaskState) -> WorkerInfo | None:
         valid = self.valid_workers(ts)
         candidates: Iterable[WorkerInfo]
-        if ts.dependencies:
+        if self._wide:
+            if self._withhold_all and valid is None and not ts.actor:
+                candidates = self.room or self.workers.values()  # withheld until a thread is free
+            else:
+                candidates = self.workers.values() if valid is None else valid
+        elif ts.dependencies:
             holders: dict[WorkerInfo, None] = {}
             total = 0
             for dep in ts.dependencies:
@@ -359,7 +408,20 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
             candidates = self.room or self.workers.values()
         if not candidates:
             return None
-        return self.policy.decide_worker(self, ts, candidates)
+        return self._decide(self._policy_arg, ts, candidates)
+
+    def _apply_ranks(self, tasks: list[TaskState]) -> None:
+        """A new graph's tasks, reordered by the policy's ranks (higher first) among
+        equal user priority: they take the same counters, in rank order."""
+        ranks = self._prioritize(self.view, tasks)
+        if not ranks:
+            return
+        counters = sorted(ts.priority[1] for ts in tasks)
+        get = ranks.get
+        ordered = sorted(tasks, key=lambda ts: (-get(ts, _NO_RANK), ts.priority[1]))
+        for ts, counter in zip(ordered, counters):
+            ts.priority = (ts.priority[0], counter)
+            ts.queue_key = ts.priority[0] * (1 << 48) + counter
 
     # -- inspection --------------------------------------------------------
 
@@ -374,6 +436,10 @@ class SchedulerState(ClientHandlers, WorkerHandlers, Transitions):
             f"<SchedulerState tasks={len(self.tasks)} workers={len(self.workers)}"
             f" clients={len(self.clients) - 1} queued={len(self.queued)}>"
         )
+
+
+#: the rank of a task a policy did not rank: after every ranked one
+_NO_RANK = float("-inf")
 
 
 class _HookSink:

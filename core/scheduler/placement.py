@@ -3,8 +3,11 @@
 A policy is any object with ``decide_worker(state, ts, candidates)``; the
 scheduler has already narrowed ``candidates`` to workers the task may run on
 (restrictions, resources) and, for tasks with inputs, to those holding some
-of them (plus idle workers when the inputs are small).  Research code plugs
-in its own: ``SchedulerState(policy=MyPolicy())``.
+of them (plus idle workers when the inputs are small).  This is the older
+protocol, still accepted; new policies subclass
+:class:`twofold.scheduler.policies.Policy`, which also decides ranks, root
+queuing, greedy transfer and stealing, and reads a read-only view instead
+of the machine.
 """
 
 from __future__ import annotations

@@ -128,8 +128,9 @@ class Transitions:
         elif ts.state == "queued":
             self.queued.remove(ts)
         if (
-            not ts.dependencies and ts.workers is None and ts.resources is None and not ts.actor  # is_root
-            and self._queuing and not self.room
+            # is_root (or any unrestricted task, without greedy transfer)
+            (not ts.dependencies or self._withhold_all) and ts.workers is None and ts.resources is None
+            and not ts.actor and self._queuing and not self.room
         ):
             ts.state = "queued"
             self.queued.push(ts, ts.queue_key)
@@ -144,7 +145,7 @@ class Transitions:
 
     def _ready_released(self: SchedulerState, ts: TaskState, recs: Recs) -> None:
         if _needed(ts):
-            if ts.state == "no-worker" and _input_missing(ts):
+            if ts.state != "waiting" and _input_missing(ts):
                 self._ready_waiting(ts, recs)  # as in _processing_released
             return
         state = ts.state
@@ -414,6 +415,9 @@ _TABLE: dict[tuple[str, str], Callable[..., None]] = {
     ("waiting", "erred"): Transitions._dependency_erred,
     ("queued", "processing"): Transitions._ready_processing,
     ("queued", "released"): Transitions._ready_released,
+    # a task with inputs is queued only without greedy transfer (policies.Policy.greedy_transfer)
+    ("queued", "waiting"): Transitions._ready_waiting,
+    ("queued", "erred"): Transitions._dependency_erred,
     ("no-worker", "processing"): Transitions._ready_processing,
     ("no-worker", "released"): Transitions._ready_released,
     ("no-worker", "waiting"): Transitions._ready_waiting,
