@@ -178,7 +178,7 @@ def derive_seed(seed: int, scope: str, k: int) -> int:
 # -- LocalCluster(...) and Client() under the switch ------------------------------
 
 #: LocalCluster parameters given to the SimCluster (the shape, its limits, the scheduler's config)
-MAPPED = ("n_workers", "threads_per_worker", "memory_limit", "resources", "scheduler_config")
+MAPPED = ("n_workers", "threads_per_worker", "memory_limit", "resources", "scheduler_config", "policy")
 #: LocalCluster parameters accepted and kept as attributes but without effect on the simulator:
 #: processes (tasks run in this process, one at a time; results are not pickled), host/scheduler_port (no sockets: the
 #: address is sim://...), security (no connections to secure), timeout (no processes to wait
@@ -213,7 +213,8 @@ def local_cluster(*args: Any, **kwargs: Any) -> SimulatedLocalCluster:
         name += "+"
     cluster = SimulatedLocalCluster(
         n_workers, threads, seed, options["resources"], memory_limit,
-        chaos=spec.rates or None, scheduler_config=options["scheduler_config"], name=name, virtual_time=True,
+        chaos=spec.rates or None, scheduler_config=options["scheduler_config"], policy=options["policy"],
+        name=name, virtual_time=True,
     )  # fmt: skip
     cluster.switch = spec
     #: every LocalCluster argument, defaults filled in (the ignored ones are kept here)

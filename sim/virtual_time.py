@@ -28,8 +28,8 @@ real threads); so does ``Thread.start`` everywhere, and every wait inside
 thread (one a task started) may notify a virtual wait: it wakes after the
 next event, and when only heartbeats are left the simulation gives it
 ``REAL_WAIT_GRACE`` real seconds before time moves on — where such a wait
-wakes in virtual time depends on real timing, so a run is exactly repeatable
-only if the threads a task starts are joined.
+wakes in virtual time depends on real timing, so a run whose tasks wait on
+threads of their own is not guaranteed to repeat exactly.
 
 Everywhere else (other threads: pytest's, a thread a task starts, a
 logging thread) the functions are the real ones: the dispatch is one

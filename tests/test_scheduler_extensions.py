@@ -189,7 +189,7 @@ def test_work_stealing_is_an_extension_and_can_be_left_out():
     with_stealing.add_worker("w0")
     with_stealing.add_worker("w1")
     outs = with_stealing.submit(T("x-1"))
-    assert X(SetTimer, at=0.1, token="steal") in outs
+    assert X(SetTimer, at=0.1, token="steal", background=True) in outs
 
     s = SchedulerState(SchedulerConfig(steal_interval=0.1), extensions=[])
     s.handle(AddWorker(0.0, "w", "w0", 1))

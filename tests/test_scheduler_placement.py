@@ -231,7 +231,7 @@ def overloaded(x_nbytes=200_000, actor_last=False):
     s = Sched(steal_interval=0.1)
     s.add_worker("w0")
     s.add_worker("w1")
-    assert s.submit(T("x-1")) == [compute("w0", "x-1", (0, 1)), X(SetTimer, at=0.1, token="steal")]
+    assert s.submit(T("x-1")) == [compute("w0", "x-1", (0, 1)), X(SetTimer, at=0.1, token="steal", background=True)]
     s.now = 0.05
     s.finish("w0", "x-1", nbytes=x_nbytes)
     specs = [T(f"y-{i}", "x-1", actor=actor_last and i == 3) for i in range(4)]
@@ -244,7 +244,7 @@ def overloaded(x_nbytes=200_000, actor_last=False):
 def test_steal_timer_asks_the_overloaded_worker_for_its_last_task():
     s = overloaded()
     outs = s(TimerFired, token="steal")
-    assert outs == [X(StealRequest, worker="w0", key="y-3"), X(SetTimer, at=0.2, token="steal")]
+    assert outs == [X(StealRequest, worker="w0", key="y-3"), X(SetTimer, at=0.2, token="steal", background=True)]
     assert s.state.tasks["y-3"].steal_to is s.state.workers["w1"]
     # still processing on the victim until it answers
     assert s.state.tasks["y-3"].processing_on.address == "w0"
@@ -269,7 +269,7 @@ def test_steal_refused_leaves_the_task_where_it_is():
     # and the next tick may ask again
     s.now = 0.2
     assert s(TimerFired, token="steal") == [X(StealRequest, worker="w0", key="y-3"),
-                                            X(SetTimer, at=0.30000000000000004, token="steal")]
+                                            X(SetTimer, at=0.30000000000000004, token="steal", background=True)]
 
 
 def test_steal_released_after_the_thief_left_is_not_cancelled_by_a_later_free():
@@ -284,12 +284,12 @@ def test_steal_released_after_the_thief_left_is_not_cancelled_by_a_later_free():
 def test_actor_is_never_stolen():
     s = overloaded(actor_last=True)
     outs = s(TimerFired, token="steal")
-    assert outs == [X(StealRequest, worker="w0", key="y-2"), X(SetTimer, at=0.2, token="steal")]
+    assert outs == [X(StealRequest, worker="w0", key="y-2"), X(SetTimer, at=0.2, token="steal", background=True)]
 
 
 def test_task_with_costly_inputs_is_not_stolen():
     s = overloaded(x_nbytes=200_000_000)  # 2 s to move > 2 x 0.5 s expected run time
-    assert s(TimerFired, token="steal") == [X(SetTimer, at=0.2, token="steal")]
+    assert s(TimerFired, token="steal") == [X(SetTimer, at=0.2, token="steal", background=True)]
 
 
 def test_no_steal_timer_with_a_single_worker():
@@ -313,7 +313,7 @@ def test_steal_timer_lapses_when_nothing_is_processing():
     # the next task arms it again
     s.now = 0.5
     outs = s.submit(T("y-1"))
-    assert outs == [compute("w0", "y-1", (0, 2)), X(SetTimer, at=0.6, token="steal")]
+    assert outs == [compute("w0", "y-1", (0, 2)), X(SetTimer, at=0.6, token="steal", background=True)]
 
 
 def test_steal_timer_is_rearmed_while_work_is_balanced():
@@ -322,7 +322,7 @@ def test_steal_timer_is_rearmed_while_work_is_balanced():
     s.add_worker("w1")
     s.submit(T("x-1"), T("x-2"))
     s.now = 0.1
-    assert s(TimerFired, token="steal") == [X(SetTimer, at=0.2, token="steal")]
+    assert s(TimerFired, token="steal") == [X(SetTimer, at=0.2, token="steal", background=True)]
 
 
 # --------------------------------------------------------------------------

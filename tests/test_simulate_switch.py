@@ -334,3 +334,14 @@ def test_the_report_of_a_test_that_used_a_cluster_made_earlier():
     assert "the switch made no cluster in this test" in text
     assert "pytest --twofold-simulate=3 tests/t.py" in text  # the module, to get the shared cluster as it was
     assert "replay: pytest --twofold-simulate=3 'tests/t.py::test_y[a b]'" in text
+
+
+def test_a_policy_given_to_localcluster_reaches_the_simulated_scheduler():
+    from twofold.scheduler.policies import Single
+
+    with simulating("3"):
+        with LocalCluster(n_workers=3, threads_per_worker=1, policy=Single()) as cluster:
+            with Client(cluster, set_as_default=False) as client:
+                futures = client.map(abs, range(-6, 0))
+                assert client.gather(futures) == [6, 5, 4, 3, 2, 1]
+                assert {tuple(v) for v in client.who_has(futures).values()} == {("worker-0",)}

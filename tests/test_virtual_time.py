@@ -271,16 +271,41 @@ def test_completion_order_follows_the_virtual_sleeps(cluster):
 
 
 _PROGRAM = """
-import time
+import queue, threading, time
 from twofold import Client
 from twofold.sim import SimCluster
+EVENTS = {i: threading.Event() for i in range(30)}
+Q = queue.Queue()
 def nap(i):
     time.sleep(i % 3 + 0.5)
+    if i % 2:
+        EVENTS[i].wait(timeout=i % 5)  # another task sets some of them
+    else:
+        EVENTS[i + 1].set()
+        Q.put(i)
     return time.time(), time.monotonic(), {str(i): i}
-c = SimCluster(n_workers=3, threads_per_worker=2, seed=7, virtual_time=True)
+def drain():
+    got = []
+    while True:
+        try:
+            got.append(Q.get(timeout=2))
+        except queue.Empty:
+            return got, time.monotonic()
+c = SimCluster(n_workers=3, threads_per_worker=2, seed=7, virtual_time=True,
+               chaos={"crash": 0.02, "delay": 0.1})
 client = Client(c)
-out = client.gather(client.map(nap, range(30)))
-print(repr([round(t, 9) for t, m, d in out]), c.now, c.digest())
+fired = []
+futures = client.map(nap, range(30))
+for f in futures:
+    f.add_done_callback(lambda f: fired.append((f.key, round(c.now, 9))))
+drained = client.submit(drain, pure=False)
+while not all(f.done() for f in futures):  # a polling loop
+    time.sleep(0.25)
+done = threading.Event()
+drained.add_done_callback(lambda f: done.set())
+done.wait(timeout=600)
+out = client.gather(futures)
+print(repr([round(t, 9) for t, m, d in out]), drained.result(), fired, c.now, c.digest())
 """
 
 
