@@ -440,9 +440,9 @@ def _every_policy():
 
 
 @pytest.mark.parametrize("cls, options", list(_every_policy()))
-def test_every_policy_keeps_the_invariants_through_crashes_restarts_and_partitions(cls, options):
+def test_every_policy_keeps_the_invariants_through_crashes_restarts_partitions_and_lost_data(cls, options):
     g = random_layered(5, 8, seed=1)
     for seed in (0, 1):
         report = run_workload(g, n_workers=3, seed=seed, validate=True, at_once=True, policy=cls(**options),
-                              chaos={"crash": 0.5, "restart": 0.5, "partition": 0.2, "horizon": 2})
+                              chaos={"crash": 0.5, "restart": 0.5, "partition": 0.2, "lose_data": 0.3, "horizon": 2})
         assert report.n_tasks == 40 and report.makespan > 0

@@ -585,6 +585,11 @@ class WorkerState(Transfers):
                 continue  # not ours to report: the scheduler never heard we held it
             lost.append(key)
             ts.unowned = False
+            for dts in list(ts.dependents):
+                if dts.state not in _PENDING:
+                    # it started (or ran) with the value in hand: it no longer needs the store's
+                    dts.dependencies.pop(ts, None)
+                    del ts.dependents[dts]
             if self._needed_locally(ts):
                 self._set(ts, "released")
                 for dts in ts.dependents:
