@@ -83,11 +83,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--twofold-simulate: {err}" if given is not None else str(err)) from None
     if given is not None:
         config._twofold_simulate_previous = simulate.activate(spec)  # type: ignore[attr-defined]
+    if spec is not None:
+        config._twofold_loop_policy = simulate.install_virtual_loops()  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if hasattr(config, "_twofold_simulate_previous"):
         sys.modules[_SWITCH].restore(config._twofold_simulate_previous)
+    if hasattr(config, "_twofold_loop_policy"):
+        import asyncio
+
+        asyncio.set_event_loop_policy(config._twofold_loop_policy)
 
 
 def pytest_report_header(config: pytest.Config) -> Any:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import asyncio
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,6 +144,25 @@ def restore(previous: Any) -> None:
     """Put back what :func:`activate` returned (``_UNSET``: the env var decides again)."""
     global _explicit
     _explicit = previous
+
+
+def install_virtual_loops() -> Any:
+    """Every new asyncio loop (``asyncio.run``, ``new_event_loop``) a :class:`~twofold.sim.aio.VirtualTimeLoop`,
+    so an async program's ``asyncio.sleep``/``wait_for`` run on the simulation's clock as its
+    Client's cluster does (the pytest option does this for the session); returns the previous
+    policy, to put back with ``asyncio.set_event_loop_policy``."""
+    import asyncio
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_VirtualLoopPolicy())
+    return previous
+
+
+class _VirtualLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        from twofold.sim.aio import VirtualTimeLoop
+
+        return VirtualTimeLoop()
 
 
 def begin(scope: str) -> None:

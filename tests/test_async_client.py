@@ -789,6 +789,7 @@ def test_sim_run_is_deterministic():
     assert out1 == out2 and d1 == d2
 
 
+@pytest.mark.twofold_runtime_only("it checks that a plain asyncio loop keeps real time; the switch puts every loop on virtual time")
 def test_plain_asyncio_run_on_a_sim_cluster(sim_cluster):
     cluster = sim_cluster
 
@@ -810,7 +811,7 @@ def test_plain_asyncio_run_on_a_sim_cluster(sim_cluster):
 
 
 def test_async_and_sync_clients_on_one_runtime_cluster(backend, cluster, tmp_path):
-    if backend == "sim":
+    if backend == "sim" or isinstance(cluster, SimCluster):  # (SimCluster: under --twofold-simulate)
         pytest.skip("a sync and an async client in one program: the runtime's clusters")
     log = str(tmp_path / "log")
     with Client(cluster, set_as_default=False) as sync_client:

@@ -271,6 +271,20 @@ def test_fails():
 @pytest.mark.twofold_runtime_only("wants real processes")
 def test_needs_a_real_cluster():
     pass
+
+
+def test_async_program():
+    import asyncio
+
+    async def main():
+        async with Client(asynchronous=True) as client:
+            started = asyncio.get_running_loop().time()
+            await asyncio.sleep(100)  # virtual: the loop is on the cluster's clock
+            assert await client.submit(abs, -4) == 4
+            return asyncio.get_running_loop().time() - started
+    wall = time.perf_counter()
+    slept = asyncio.run(main())
+    print("ASYNC SLEPT", round(slept), "WALL", time.perf_counter() - wall < 5)
 '''
 
 
@@ -306,7 +320,7 @@ def test_a_failing_test_prints_the_seed_and_the_replay_command(tmp_path):
     result = _pytest(tmp_path, "--twofold-simulate=5,slow=0.01", "test_suite.py", "-rs")
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
-    assert "1 failed, 1 passed, 1 skipped" in out
+    assert "1 failed, 2 passed, 1 skipped" in out
     assert "runtime-only under --twofold-simulate: wants real processes" in out
     seed = derive_seed(5, "test_suite.py::test_fails", 0)
     assert "twofold simulate: seed 5" in out
@@ -345,3 +359,9 @@ def test_a_policy_given_to_localcluster_reaches_the_simulated_scheduler():
                 futures = client.map(abs, range(-6, 0))
                 assert client.gather(futures) == [6, 5, 4, 3, 2, 1]
                 assert {tuple(v) for v in client.who_has(futures).values()} == {("worker-0",)}
+
+
+def test_asyncio_run_under_the_switch_is_on_the_simulations_clock(tmp_path):
+    done = _pytest(tmp_path, "--twofold-simulate=5", "test_suite.py::test_async_program")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ASYNC SLEPT 100 WALL True" in done.stdout
