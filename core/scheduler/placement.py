@@ -67,9 +67,14 @@ class RoundRobin:
         self._turn = 0
 
     def decide_worker(self, state, ts, candidates):
-        ordered = sorted(candidates, key=lambda ws: ws.order)
-        if not ordered:
-            return None
-        choice = ordered[self._turn % len(ordered)]
-        self._turn += 1
-        return choice
+        return take_turn(self, candidates)
+
+
+def take_turn(policy, candidates):
+    """The next candidate in join order after the one ``policy`` picked last (its ``_turn``)."""
+    ordered = sorted(candidates, key=lambda ws: ws.order)
+    if not ordered:
+        return None
+    choice = ordered[policy._turn % len(ordered)]
+    policy._turn += 1
+    return choice

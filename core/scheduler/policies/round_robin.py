@@ -9,6 +9,7 @@ narrowed short list instead.)
 
 from __future__ import annotations
 
+from twofold.scheduler.placement import take_turn
 from twofold.scheduler.policies.base import Policy
 
 
@@ -23,12 +24,7 @@ class RoundRobin(Policy):
         self._turn = 0
 
     def decide_worker(self, view, ts, candidates):
-        ordered = sorted(candidates, key=lambda ws: ws.order)
-        if not ordered:
-            return None
-        choice = ordered[self._turn % len(ordered)]
-        self._turn += 1
-        return choice
+        return take_turn(self, candidates)
 
     def stealer(self):
         return None
