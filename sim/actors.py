@@ -26,6 +26,7 @@ from greenlet import getcurrent
 from twofold.client.actor import CALL, Actor, input_handles, missing_attribute, names_of
 from twofold.sim.models import TaskInfo, measure_nbytes
 from twofold.sim.network import MESSAGE_OVERHEAD
+from twofold.serialize import SerializationError
 
 if TYPE_CHECKING:
     from twofold.sim.hosts import WorkerHost
@@ -165,7 +166,7 @@ class SimActors:
         host = self.host
         host.sim.trace.actor_call(host.address, key, name, start, host.sim.clock.now, ok)
         if held:
-            self._reply(src, settle, lost, ok, value, "")
+            self._reply(src, settle, lost, ok, value, "", f"{name}() on actor {key!r}")
         else:
             self._reply(src, settle, lost, False, None, "it was released (or its data lost) before the call ran")
         queue = self._queues.get(key)
@@ -176,7 +177,8 @@ class SimActors:
             else:
                 del self._queues[key]
 
-    def _reply(self, src: str, settle: Callable, lost: Callable, ok: bool, value: Any, gone: str) -> None:
+    def _reply(self, src: str, settle: Callable, lost: Callable, ok: bool, value: Any, gone: str,
+               what: str = "") -> None:
         host = self.host
         sim = host.sim
         if gone:
@@ -184,11 +186,16 @@ class SimActors:
                              on_fail=lambda: lost("the worker died before its reply arrived"))  # fmt: skip
             return
         wire = getattr(sim, "wire", None)
-        if wire is not None:  # serialize=True: the reply as the caller loads it (or why it cannot)
+        if wire is not None and not ok:  # serialize=True: the error as the caller loads it
+            copy = wire.exception(value) if isinstance(value, BaseException) else None
+            value = value if copy is None else copy
+            size = MESSAGE_OVERHEAD
+        elif wire is not None:  # serialize=True: the reply as the caller loads it (or why it cannot)
             try:
                 value, nbytes = wire.copy(value)
             except Exception as exc:
-                ok, value, nbytes = False, exc, 0
+                ok, nbytes = False, 0
+                value = SerializationError(f"the result of {what} cannot be sent: {type(exc).__name__}: {exc}")
             size = MESSAGE_OVERHEAD + (nbytes if ok else 0)
         else:
             size = MESSAGE_OVERHEAD + (measure_nbytes(value) if ok else 0)

@@ -375,7 +375,7 @@ class WorkerHost:
             return
         sim = self.sim
         wire = self.wire
-        func, args, kwargs = sim.objects[ex.run_spec] if wire is None else wire.decode_task(ex.run_spec)
+        func, args, kwargs = sim.objects[ex.run_spec] if wire is None else self._decode(wire, ex)
         if ex.dependencies:
             data = {key: self.store[key] for key in ex.dependencies}
             args = substitute(args, data)
@@ -392,7 +392,7 @@ class WorkerHost:
     def _execute_actor(self, ex: Execute) -> None:
         """``_execute`` for a task that makes an actor, or takes actors as inputs (handles)."""
         wire = self.wire
-        func, args, kwargs = self.sim.objects[ex.run_spec] if wire is None else wire.decode_task(ex.run_spec)
+        func, args, kwargs = self.sim.objects[ex.run_spec] if wire is None else self._decode(wire, ex)
         data = {key: self.store[key] for key in ex.dependencies}
         if ex.actor_deps:
             data.update(self.actors.handles(ex.actor_deps))
@@ -403,6 +403,17 @@ class WorkerHost:
             func = self.actors.birth(func, ex.key)
         slot = self._take_slot(ex.key)
         self.sim.clock.spawn(self._run, self.incarnation, ex.key, func, args, kwargs, slot)
+
+    def _decode(self, wire: Any, ex: Execute) -> tuple:
+        """The run spec's pickle loaded as in the task (a Future inside it re-attaches to the
+        task's client, as on a real worker, where the task's thread unpickles it)."""
+        here = getcurrent()
+        outer = getattr(here, "twofold_task", None)
+        here.twofold_task = (self, ex.key)
+        try:
+            return wire.decode_task(ex.run_spec)
+        finally:
+            here.twofold_task = outer
 
     def _take_slot(self, key: str) -> int:
         slots = self.slots

@@ -197,14 +197,14 @@ def derive_seed(seed: int, scope: str, k: int) -> int:
 
 # -- LocalCluster(...) and Client() under the switch ------------------------------
 
-#: LocalCluster parameters given to the SimCluster (the shape, its limits, the scheduler's config)
-MAPPED = ("n_workers", "threads_per_worker", "memory_limit", "resources", "scheduler_config", "policy")
+#: LocalCluster parameters given to the SimCluster (the shape, its limits, the scheduler's config,
+#: the policy; processes=True: every argument and result makes the pickle round trip, serialize=True)
+MAPPED = ("n_workers", "threads_per_worker", "memory_limit", "resources", "scheduler_config", "policy", "processes")
 #: LocalCluster parameters accepted and kept as attributes but without effect on the simulator:
-#: processes (tasks run in this process, one at a time; results are not pickled), host/scheduler_port (no sockets: the
-#: address is sim://...), security (no connections to secure), timeout (no processes to wait
+#: host/scheduler_port (no sockets: the address is sim://...), security (no connections to secure), timeout (no processes to wait
 #: for), silence_logs (no worker processes), name (simulated workers are worker-0, worker-1...),
 #: dashboard_address (checked as LocalCluster does; no dashboard, dashboard_link is None)
-IGNORED = ("processes", "host", "scheduler_port", "security", "timeout", "silence_logs", "name",
+IGNORED = ("host", "scheduler_port", "security", "timeout", "silence_logs", "name",
            "dashboard_address")  # fmt: skip
 
 
@@ -233,7 +233,7 @@ def local_cluster(*args: Any, **kwargs: Any) -> SimulatedLocalCluster:
         name += "+"
     cluster = SimulatedLocalCluster(
         n_workers, threads, seed, options["resources"], memory_limit,
-        chaos=spec.rates or None, scheduler_config=options["scheduler_config"], policy=options["policy"],
+        chaos=spec.rates or None, scheduler_config=options["scheduler_config"], policy=options["policy"], serialize=bool(options["processes"]),
         name=name, virtual_time=True,
     )  # fmt: skip
     cluster.switch = spec

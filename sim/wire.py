@@ -87,9 +87,12 @@ class Wire:
         """The exception as the client loads it; None if it does not survive pickling
         (the client then rebuilds one from its type name and message, as on the runtime)."""
         try:
-            return pickle.loads(dumps_small(exc))
+            copy = pickle.loads(dumps_small(exc))
         except Exception:
             return None
+        # the runtime ships the traceback beside the pickle (tracebacks don't pickle): here
+        # the task's own frames stand for the one it rebuilds
+        return copy.with_traceback(exc.__traceback__)
 
 
 def fetch_error(errors: Mapping[str, str]) -> serialize.SerializationError:

@@ -365,3 +365,14 @@ def test_asyncio_run_under_the_switch_is_on_the_simulations_clock(tmp_path):
     done = _pytest(tmp_path, "--twofold-simulate=5", "test_suite.py::test_async_program")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ASYNC SLEPT 100 WALL True" in done.stdout
+
+
+def test_worker_processes_become_a_simulator_that_pickles_what_they_would():
+    import threading as _threading
+
+    with simulating("3"):
+        with LocalCluster(n_workers=1, processes=True) as procs, LocalCluster(n_workers=1, processes=False) as threads:
+            assert procs._sim.wire is not None and threads._sim.wire is None
+            with Client(procs, set_as_default=False) as client:
+                with pytest.raises(Exception, match="lock"):
+                    client.submit(_threading.Lock).result(timeout=10)
