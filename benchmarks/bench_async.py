@@ -60,7 +60,7 @@ if str(HERE) not in sys.path:
 
 from bench_vs_dask import (  # noqa: E402
     LibResult, compare, describe, fmt_run, fmt_value, fresh_salt, machine_info, parse_run_options, print_header,
-    progress,
+    print_table, progress,
 )
 
 LIBS = ("twofold", "dask")
@@ -279,16 +279,7 @@ def print_table(shape: str, results: dict[str, LibResult], sizes: Sizes, repeat:
         out.append({"shape": shape, "workload": workload, "metric": metric, "label": label(sizes), "unit": unit,
                     "higher_is_better": higher, "twofold": tfv, "dask": dkv, "twofold_over_dask": ratio,
                     "verdict": verdict or None})
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    right = {3, 4, 5}
-
-    def fmt(cells) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print(fmt(headers))
-    print(fmt(["-" * w for w in widths]))
-    for line in lines:
-        print(fmt(line))
+    print_table(headers, lines)
     for lib, res in results.items():
         if not res.available:
             print(f"  {lib}: not available: {res.error}")

@@ -609,16 +609,7 @@ def print_table(shape: str, results: dict[str, LibResult], sizes: Sizes, repeat:
         out.append({"shape": shape, "workload": row.workload, "metric": row.metric, "label": row.label(sizes),
                     "unit": row.unit, "higher_is_better": row.higher_is_better, "twofold": tfv, "dask": dkv,
                     "twofold_over_dask": ratio, "verdict": verdict or None})
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
-    right = {3, 4, 5}
-
-    def fmt(cells) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print(fmt(headers))
-    print(fmt(["-" * w for w in widths]))
-    for line in lines:
-        print(fmt(line))
+    print_table(headers, lines)
     for lib, res in results.items():
         for name, msg in res.failures.items():
             print(f"  {lib} {name}: {msg}")
@@ -688,6 +679,19 @@ def parse_run_options(argv: list[str] | None, description: str | None, quick: An
     os.environ["PYTHONPATH"] = str(HERE) + (os.pathsep + path if path else "")
     return RunOptions(args, repeat, timeout, quick if args.quick else full, [args.only] if args.only else list(LIBS),
                       list(shapes) if args.shape == "both" else [args.shape])  # fmt: skip
+
+
+def print_table(headers: tuple, lines: list, right: frozenset = frozenset({3, 4, 5})) -> None:
+    """The comparison table: columns as wide as their widest cell, the numbers right-aligned."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+
+    def fmt(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    print(fmt(headers))
+    print(fmt(["-" * w for w in widths]))
+    for line in lines:
+        print(fmt(line))
 
 
 def print_header(title: str, meta: dict) -> None:

@@ -241,7 +241,7 @@ def condition_wait(self: Any, timeout: float | None = None) -> bool:
     saved = self._release_save()
     notified = False
     try:
-        notified = clock.run_until(partial(_notified, waiter), timeout)
+        notified = clock.run_until(partial(waiter.acquire, False), timeout)
         return notified
     finally:
         _virtual_waiters.pop(waiter, None)
@@ -262,10 +262,6 @@ _spent: dict = {}
 #: how long (real seconds) a simulation with nothing left to do but virtual waits waits
 #: for a real thread (one a task started) to notify one, before going on in virtual time
 REAL_WAIT_GRACE = 1.0
-
-
-def _notified(waiter: Any) -> bool:
-    return waiter.acquire(False)
 
 
 def _idle() -> bool:
